@@ -1,0 +1,173 @@
+"""timm backbones: name check, weights (imagenet / random / checkpoint file), input size.
+
+One factory, :func:`create_backbone`. A checkpoint file is loaded through timm's own
+``pretrained_cfg_overlay=dict(file=...)`` path, which drops a classifier whose class count
+differs and so gives a fresh head for the target classes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from paramcorr.errors import UserError
+
+WEIGHT_CHOICES = "model.weights=imagenet, model.weights=random or model.weights=<checkpoint path>"
+
+
+@functools.cache
+def _all_model_names() -> tuple[str, ...]:
+    return tuple(timm.list_models())
+
+
+def check_model_name(name: str) -> None:
+    """Raise a :class:`UserError` with the closest timm names if ``name`` is not a timm model."""
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, _all_model_names(), n=5, cutoff=0.6)
+    hint = f"; closest timm names: {', '.join(close)}" if close else ""
+    raise UserError(f"unknown backbone {name!r}{hint} (see timm.list_models())")
+
+
+def is_checkpoint_path(weights: str) -> bool:
+    return weights not in ("imagenet", "random")
+
+
+def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint without running code: safetensors, or torch.load(weights_only=True)."""
+    from timm.models import load_state_dict
+
+    try:
+        return load_state_dict(str(path), use_ema=False, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure here means "not a safe weights file"
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in str(err) or "Unpickl" in type(err).__name__ or "GLOBAL" in str(err):
+            raise UserError(
+                f"refusing to load {path}: it is a pickle that needs code to run, not plain "
+                f"weights ({text[:120]}); save it as safetensors or a plain state_dict"
+            ) from err
+        raise UserError(f"cannot read weights file {path}: {text[:200]}") from err
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    names = model.pretrained_cfg.get("classifier") or ()
+    if isinstance(names, str):
+        names = (names,)
+    return {f"{n}.{suffix}" for n in names for suffix in ("weight", "bias")}
+
+
+def check_checkpoint_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Path,
+                          model_name: str) -> None:
+    """A checkpoint of another architecture is an error, not a silent partial load."""
+    expected = model.state_dict()
+    head = _classifier_keys(model)
+    missing = sorted(k for k in expected if k not in state and k not in head)
+    unexpected = sorted(k for k in state if k not in expected and k not in head)
+    mismatched = sorted(k for k in state if k in expected and k not in head
+                        and tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or mismatched:
+        example = (missing or unexpected or mismatched)[0]
+        raise UserError(
+            f"weights file {path} does not fit {model_name}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} shape-mismatched keys "
+            f"(e.g. {example}); was it saved from another architecture?"
+        )
+
+
+def create_backbone(name: str, weights: str, num_classes: int, drop_rate: float = 0.0) -> nn.Module:
+    """A timm model with ``num_classes`` outputs and the requested weights.
+
+    ``weights``: ``imagenet`` (timm's pretrained tag, downloaded and cached by timm),
+    ``random``, or a path to a timm-compatible checkpoint (``.safetensors`` or a plain
+    ``state_dict`` file); the checkpoint's classifier is replaced by a fresh one.
+    """
+    check_model_name(name)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, drop_rate=drop_rate)
+    if weights == "random":
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if weights == "imagenet":
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except RuntimeError as err:
+            if "No pretrained weights" in str(err):
+                raise UserError(f"timm has no ImageNet weights for {name}; use "
+                                "model.weights=random or a local checkpoint file") from err
+            raise _download_error(name, err) from err
+        except (OSError, ConnectionError, TimeoutError) as err:
+            raise _download_error(name, err) from err
+        except Exception as err:
+            if _looks_like_network_error(err):
+                raise _download_error(name, err) from err
+            raise
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}; accepted values: {WEIGHT_CHOICES}")
+    state = _checkpoint_state(path)
+    probe = timm.create_model(name, pretrained=False, **kwargs)
+    check_checkpoint_fits(probe, state, path, name)
+    del probe, state
+    # timm drops the checkpoint's classifier when the class counts differ; force that by
+    # declaring a class count no target uses, so the head is always fresh for the new task.
+    overlay = dict(file=str(path.resolve()), num_classes=-1)
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+
+
+def _looks_like_network_error(err: BaseException) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    words = ("connection", "network", "resolve", "offline", "timed out", "timeout",
+             "hf_hub", "huggingface", "localentrynotfound", "max retries", "urlopen")
+    return any(w in text for w in words)
+
+
+def _download_error(name: str, err: BaseException) -> UserError:
+    first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+    return UserError(
+        f"could not download ImageNet weights for {name} ({first}); no network? use a local "
+        f"checkpoint file (model.weights=<path>, e.g. from scripts/pretrain.py) or "
+        f"model.weights=random"
+    )
+
+
+def data_config(model: nn.Module, image_size: int | None) -> dict[str, Any]:
+    """timm's preprocessing for ``model`` (mean, std, interpolation, crop), size overridable."""
+    cfg = timm.data.resolve_model_data_config(model)
+    if image_size is not None:
+        cfg["input_size"] = (cfg["input_size"][0], image_size, image_size)
+    return cfg
+
+
+def _forward_ok(model: nn.Module, size: int) -> bool:
+    try:
+        model(torch.zeros(1, 3, size, size))
+        return True
+    except RuntimeError:
+        return False
+
+
+def check_input_size(model: nn.Module, name: str, size: int) -> None:
+    """A size the backbone cannot take is a clear error naming the smallest one it can."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if _forward_ok(model, size):
+                return
+            low, high = size, max(size * 2, 64)
+            while not _forward_ok(model, high):
+                low, high = high, high * 2
+                if high > 1024:
+                    raise UserError(f"{name} fails on {size}px input and on every size up to "
+                                    "1024px; check the model")
+            while high - low > 1:
+                mid = (low + high) // 2
+                low, high = (low, mid) if _forward_ok(model, mid) else (mid, high)
+    finally:
+        model.train(was_training)
+    raise UserError(f"{name} cannot take {size}px input: the minimum size for {name} is "
+                    f"{high}px; set data.image_size={high} or larger (or null for its default)")

@@ -1,0 +1,338 @@
+"""Datasets: the embedded digits set and the user's ImageFolder, as train/val/test/gen splits.
+
+``digits`` lives in memory as normalized tensors (no per-sample PIL work per epoch).
+``imagefolder`` decodes with worker processes and timm's transforms for the backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from paramcorr.errors import UserError
+
+SPLITS = ("train", "val", "test", "gen")
+
+
+@dataclass
+class DataSplits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    gen: Dataset | None
+    # The training samples without random augmentation, for the eval-mode train_acc pass.
+    train_eval: Dataset
+    class_names: list[str]
+    # Whether training samples are randomly transformed (then cached features are not valid).
+    augmented: bool
+    # What determines the tensors the backbone sees, per split: the feature-cache key.
+    fingerprint: dict[str, Any]
+    bad_images_skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def get(self, split: str) -> Dataset | None:
+        return getattr(self, split)
+
+
+def build_data(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
+    """The splits for ``cfg`` (the ``data`` node), preprocessed as ``data_config`` says."""
+    if cfg.name == "digits":
+        return _digits(cfg, data_config)
+    if cfg.name == "imagefolder":
+        return _imagefolder(cfg, data_config)
+    raise UserError(f"unknown dataset data.name={cfg.name!r}; use data=digits or data=imagefolder")
+
+
+# --- digits -------------------------------------------------------------------------------
+
+
+class AugmentedTensors(Dataset):
+    """In-memory images with a random transform per sample (only when data.augment=true)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+def _stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float,
+                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels,
+                                  random_state=seed)
+    val_share = val_fraction / (1.0 - test_fraction)
+    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest],
+                                  random_state=seed)
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _digits_shift(images: torch.Tensor, rotation_deg: float, noise_std: float,
+                  seed: int) -> torch.Tensor:
+    """The generalization set: a fixed rotation plus seeded Gaussian noise, clamped to [0, 1]."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    rotated = tvf.rotate(images, angle=rotation_deg,
+                         interpolation=tvf.InterpolationMode.BILINEAR)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed + 1))
+    return (rotated + noise_std * noise).clamp(0.0, 1.0)
+
+
+def _digits(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    pixels, labels = load_digits(return_X_y=True)
+    wanted = list(range(10)) if cfg.classes is None else [int(c) for c in cfg.classes]
+    unknown = sorted(set(wanted) - set(range(10)))
+    if unknown or len(set(wanted)) < 2:
+        raise UserError(f"data.classes={wanted} must name at least two digits among 0..9")
+    keep = np.isin(labels, wanted)
+    pixels, labels = pixels[keep], labels[keep]
+    relabel = {digit: i for i, digit in enumerate(wanted)}
+    targets = torch.tensor([relabel[d] for d in labels], dtype=torch.long)
+
+    size = data_config["input_size"][-1]
+    images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                             align_corners=False).clamp(0.0, 1.0)
+    images = images.expand(-1, 3, -1, -1).contiguous()
+    train_idx, val_idx, test_idx = _stratified_split(
+        targets.numpy(), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    gen_images = _digits_shift(images[test_idx], cfg.shift_rotation_deg, cfg.shift_noise_std,
+                               cfg.split_seed)
+
+    mean = torch.tensor(data_config["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(data_config["std"]).view(1, 3, 1, 1)
+
+    def normalized(x: torch.Tensor) -> torch.Tensor:
+        return ((x - mean) / std).contiguous()
+
+    train_x = normalized(images[train_idx])
+    train_eval = TensorDataset(train_x, targets[train_idx])
+    if cfg.augment:
+        from torchvision.transforms import v2
+
+        train: Dataset = AugmentedTensors(
+            train_x, targets[train_idx], v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
+    else:
+        train = train_eval
+    fingerprint = {
+        "dataset": "digits", "classes": wanted, "split_seed": cfg.split_seed,
+        "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction, "size": size,
+        "mean": list(data_config["mean"]), "std": list(data_config["std"]),
+        "shift": [cfg.shift_rotation_deg, cfg.shift_noise_std],
+    }
+    return DataSplits(
+        train=train,
+        val=TensorDataset(normalized(images[val_idx]), targets[val_idx]),
+        test=TensorDataset(normalized(images[test_idx]), targets[test_idx]),
+        gen=TensorDataset(normalized(gen_images), targets[test_idx]),
+        train_eval=train_eval,
+        class_names=[str(d) for d in wanted],
+        augmented=bool(cfg.augment),
+        fingerprint=fingerprint,
+    )
+
+
+# --- imagefolder --------------------------------------------------------------------------
+
+
+def _image_is_readable(path: str) -> bool:
+    from PIL import Image
+
+    try:
+        if os.path.getsize(path) == 0:
+            return False
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # noqa: BLE001 - any decoder failure means the file is unusable
+        return False
+
+
+def _scan_images(root: Path, class_names: list[str], policy: str) -> tuple[set[str], int]:
+    """Readable image files under ``root``; a bad one is an error naming it, or skipped."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    files = sorted(
+        str(p) for c in class_names for p in (root / c).rglob("*")
+        if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+    )
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
+        readable = list(pool.map(_image_is_readable, files))
+    bad = [f for f, ok in zip(files, readable, strict=True) if not ok]
+    if bad and policy == "error":
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UserError(f"unreadable image {bad[0]}{more}; remove it or set "
+                        "data.on_bad_image=skip to skip and count such files")
+    return {f for f, ok in zip(files, readable, strict=True) if ok}, len(bad)
+
+
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+
+
+def _folder(root: Path, class_names: list[str], transform: Any, good: set[str]) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    class Folder(ImageFolder):
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            return class_names, {c: i for i, c in enumerate(class_names)}
+
+    try:
+        return Folder(str(root), transform=transform, is_valid_file=lambda p: p in good)
+    except FileNotFoundError as err:
+        raise UserError(f"{err} under {root}; every class dir needs at least one image") from err
+
+
+def _check_split_classes(name: str, root: Path, expected: list[str]) -> None:
+    found = _class_dirs(root)
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise UserError(
+            f"class dirs of {name} ({root}) differ from train/: missing {missing or 'none'}, "
+            f"extra {extra or 'none'}; every split needs the same class names")
+
+
+def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
+    from timm.data import create_transform
+
+    if not cfg.root:
+        raise UserError("data=imagefolder needs data.root=<dir with train/ (and val/, test/)>")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data.root not found: {root}")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise UserError(f"no train/ dir in data.root={root}; expected root/train/<class>/*")
+    all_classes = _class_dirs(train_dir)
+    class_names = all_classes if cfg.classes is None else [str(c) for c in cfg.classes]
+    unknown = sorted(set(class_names) - set(all_classes))
+    if unknown:
+        raise UserError(f"data.classes names {unknown}, not class dirs of {train_dir}")
+    if len(class_names) < 2:
+        raise UserError(f"{train_dir} has {len(class_names)} class dir(s) {class_names}; "
+                        "a classifier needs at least two")
+
+    eval_tf = create_transform(**_transform_args(data_config), is_training=False)
+    train_tf = create_transform(**_transform_args(data_config), is_training=True) \
+        if cfg.augment else eval_tf
+    skipped = 0
+
+    def load(split_root: Path, transform: Any) -> Dataset:
+        nonlocal skipped
+        good, bad = _scan_images(split_root, class_names, cfg.on_bad_image)
+        skipped += bad
+        dataset = _folder(split_root, class_names, transform, good)
+        counts = np.bincount(np.asarray(dataset.targets, dtype=int), minlength=len(class_names))
+        empty = [class_names[i] for i, n in enumerate(counts) if n == 0]
+        if empty:
+            raise UserError(f"class dir(s) {empty} under {split_root} hold no readable image")
+        return dataset
+
+    train_full = load(train_dir, train_tf)
+    splits: dict[str, Dataset] = {}
+    for split in ("val", "test"):
+        if (root / split).is_dir():
+            if cfg.classes is None:
+                _check_split_classes(f"{split}/", root / split, class_names)
+            splits[split] = load(root / split, eval_tf)
+    notes = []
+    train: Dataset = train_full
+    train_view = train_full if train_tf is eval_tf else _folder(
+        train_dir, class_names, eval_tf, {path for path, _ in train_full.samples})
+    train_eval: Dataset = train_view
+    missing = [s for s in ("val", "test") if s not in splits]
+    if missing:
+        # Split the missing parts off train/, stratified and seeded, as documented.
+        labels = np.asarray(train_full.targets)
+        train_idx, val_idx, test_idx = _stratified_split(
+            labels, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+        carved = {"val": val_idx, "test": test_idx}
+        keep = train_idx
+        for split in ("val", "test"):
+            if split in missing:
+                splits[split] = Subset(train_view, carved[split].tolist())
+            else:
+                keep = np.concatenate([keep, carved[split]])
+        train = Subset(train_full, np.sort(keep).tolist())
+        train_eval = Subset(train_view, np.sort(keep).tolist())
+        notes.append(f"split {', '.join(missing)} off train/ (seed {cfg.split_seed})")
+    gen = None
+    if cfg.generalization_root:
+        gen_root = Path(cfg.generalization_root).expanduser()
+        if not gen_root.is_dir():
+            raise UserError(f"data.generalization_root not found: {gen_root}")
+        _check_split_classes("data.generalization_root", gen_root, class_names)
+        gen = load(gen_root, eval_tf)
+    fingerprint = {
+        "dataset": "imagefolder", "root": str(root.resolve()), "classes": class_names,
+        "files": _listing_hash(root, gen_root=cfg.generalization_root),
+        "split_seed": cfg.split_seed, "fractions": [cfg.val_fraction, cfg.test_fraction],
+        "transform": repr(eval_tf),
+    }
+    return DataSplits(train=train, val=splits["val"], test=splits["test"], gen=gen,
+                      train_eval=train_eval, class_names=class_names, augmented=bool(cfg.augment),
+                      fingerprint=fingerprint, bad_images_skipped=skipped, notes=notes)
+
+
+def _transform_args(data_config: dict[str, Any]) -> dict[str, Any]:
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    return {k: data_config[k] for k in keys if k in data_config}
+
+
+def _listing_hash(root: Path, gen_root: str | None) -> str:
+    """Names, sizes and mtimes of every file: a changed image changes the cache key."""
+    digest = hashlib.sha256()
+    for base in [root] + ([Path(gen_root)] if gen_root else []):
+        for path in sorted(base.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(json.dumps([str(path), stat.st_size, stat.st_mtime_ns]).encode())
+    return digest.hexdigest()
+
+
+# --- loaders ------------------------------------------------------------------------------
+
+
+def default_num_workers(dataset: Dataset) -> int:
+    if isinstance(dataset, TensorDataset | AugmentedTensors):
+        return 0
+    inner = dataset.dataset if isinstance(dataset, Subset) else dataset
+    if isinstance(inner, TensorDataset | AugmentedTensors):
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
+                num_workers: int | None = None, pin_memory: bool = False) -> DataLoader:
+    """A loader whose shuffle order depends on ``seed`` alone (cached and plain paths agree).
+
+    The last training batch is dropped only when it would hold one sample, which BatchNorm
+    in train mode cannot normalize.
+    """
+    workers = default_num_workers(dataset) if num_workers is None else num_workers
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    drop_last = shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
+                      persistent_workers=workers > 0 and shuffle)

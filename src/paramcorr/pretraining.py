@@ -1,0 +1,98 @@
+"""Pretraining: train backbones on a source task and save timm-compatible checkpoints.
+
+This is how offline users (and the demo) get pretrained weights without a model hub: the
+saved ``<out_dir>/<model>.safetensors`` loads with ``model.weights=<path>``, through timm's
+own file path, with a fresh head for the target classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+
+from paramcorr import backbones
+from paramcorr.config import validate_data, validate_optimizer, validate_trainer
+from paramcorr.data import build_data, make_loader
+from paramcorr.job import count_classes, quiet_lightning
+
+log = logging.getLogger("paramcorr")
+
+
+def checkpoint_path(out_dir: str | Path, model_name: str) -> Path:
+    return Path(out_dir) / f"{model_name}.safetensors"
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Atomically write ``model``'s state_dict as safetensors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def pretrain_one(cfg: DictConfig, model_name: str, path: Path) -> float:
+    """Train ``model_name`` from random weights on ``cfg.data``; save it; return val accuracy."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from paramcorr.classifier import ClassifierModule
+    from paramcorr.evaluation import evaluate
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = backbones.create_backbone(model_name, "random", count_classes(cfg.data))
+    dcfg = backbones.data_config(model, cfg.data.image_size)
+    backbones.check_input_size(model, model_name, dcfg["input_size"][-1])
+    splits = build_data(cfg.data, dcfg)
+    module = ClassifierModule(model, instantiate(cfg.optimizer), splits.num_classes)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer = L.Trainer(**trainer_kwargs, logger=False, default_root_dir=str(path.parent))
+    trainer.fit(module, make_loader(splits.train, cfg.data.batch_size, shuffle=True,
+                                    seed=cfg.seed),
+                make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False))
+    device = trainer.strategy.root_device
+    module.to(device).eval()
+    val = evaluate(module, make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False),
+                   splits.num_classes, device)
+    model.cpu()
+    save_checkpoint(model, path, metadata={
+        "architecture": model_name, "source": f"{cfg.data.name} classes {list(splits.class_names)}",
+        "image_size": str(dcfg["input_size"][-1]), "val_acc": f"{val['acc']:.4f}",
+        "epochs": str(trainer_kwargs.get("max_epochs")),
+    })
+    return val["acc"]
+
+
+def pretrain_all(cfg: DictConfig) -> list[Path]:
+    """Pretrain every model in ``cfg.models`` that has no checkpoint yet (or all: overwrite)."""
+    validate_optimizer(cfg)
+    validate_data(cfg.data)
+    validate_trainer(cfg.trainer)
+    for name in cfg.models:
+        backbones.check_model_name(name)
+    paths = []
+    for i, name in enumerate(cfg.models, start=1):
+        path = checkpoint_path(cfg.out_dir, name)
+        paths.append(path)
+        if path.is_file() and not cfg.overwrite:
+            log.info("[%d/%d] %s: reusing %s", i, len(cfg.models), name, path)
+            continue
+        started = time.perf_counter()
+        with quiet_lightning():
+            val_acc = pretrain_one(cfg, name, path)
+        log.info("[%d/%d] %s: pretrained on %s classes %s, val_acc=%.3f, %.1fs -> %s", i,
+                 len(cfg.models), name, cfg.data.name, list(cfg.data.classes or []), val_acc,
+                 time.perf_counter() - started, path)
+    return paths

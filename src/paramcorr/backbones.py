@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from paramcorr.errors import UserError
@@ -171,3 +174,17 @@ def check_input_size(model: nn.Module, name: str, size: int) -> None:
         model.train(was_training)
     raise UserError(f"{name} cannot take {size}px input: the minimum size for {name} is "
                     f"{high}px; set data.image_size={high} or larger (or null for its default)")
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Atomically write ``model``'s state_dict as safetensors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -45,6 +45,11 @@ class ClassifierModule(L.LightningModule):
             hold_frozen_in_eval(self.net, self.strategy)
         return self
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning keeps whatever modes modules are in when training starts; make sure the
+        # frozen parts are in eval mode every epoch, whoever switched them.
+        self.train()
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
                       batch_idx: int) -> torch.Tensor | None:
         x, y = batch

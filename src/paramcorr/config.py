@@ -98,6 +98,7 @@ class TrainConfig:
     lr: float = 1e-3
     strict: bool = False
     eval_weights: str = "last"
+    save_weights: bool = False
     channels_last: bool | None = None
     compile: bool = False
     data: DataConfig = MISSING

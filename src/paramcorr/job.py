@@ -246,6 +246,9 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
     progress.timing["peak_mem_mb"] = _peak_mem_mb(device)
     if any(metrics[k] != metrics[k] for k in ("train_loss", "test_loss")):
         progress.diverged = True
+    if cfg.save_weights:
+        backbones.save_checkpoint(model.cpu(), output_dir / "model.safetensors",
+                                  metadata={"architecture": cfg.model.name})
     del module, model, net, trainer
 
 

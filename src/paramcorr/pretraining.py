@@ -8,14 +8,12 @@ own file path, with a fresh head for the target classes.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_file
 
 from paramcorr import backbones
 from paramcorr.config import validate_data, validate_optimizer, validate_trainer
@@ -29,45 +27,42 @@ def checkpoint_path(out_dir: str | Path, model_name: str) -> Path:
     return Path(out_dir) / f"{model_name}.safetensors"
 
 
-def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Atomically write ``model``'s state_dict as safetensors."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def pretrain_one(cfg: DictConfig, model_name: str, path: Path) -> float:
     """Train ``model_name`` from random weights on ``cfg.data``; save it; return val accuracy."""
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from paramcorr.classifier import ClassifierModule
     from paramcorr.evaluation import evaluate
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
     model = backbones.create_backbone(model_name, "random", count_classes(cfg.data))
     dcfg = backbones.data_config(model, cfg.data.image_size)
     backbones.check_input_size(model, model_name, dcfg["input_size"][-1])
     splits = build_data(cfg.data, dcfg)
     module = ClassifierModule(model, instantiate(cfg.optimizer), splits.num_classes)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer = L.Trainer(**trainer_kwargs, logger=False, default_root_dir=str(path.parent))
-    trainer.fit(module, make_loader(splits.train, cfg.data.batch_size, shuffle=True,
-                                    seed=cfg.seed),
-                make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False))
+    # Small nets at 32px swing from epoch to epoch; keep the best epoch by validation.
+    with tempfile.TemporaryDirectory(dir=path.parent.parent) as scratch:
+        best = ModelCheckpoint(dirpath=scratch, monitor="val_acc", mode="max", save_top_k=1,
+                               save_weights_only=True)
+        trainer_kwargs["enable_checkpointing"] = True
+        trainer = L.Trainer(**trainer_kwargs, logger=False, callbacks=[best],
+                            default_root_dir=scratch)
+        trainer.fit(module, make_loader(splits.train, cfg.data.batch_size, shuffle=True,
+                                        seed=cfg.seed),
+                    make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False))
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
     device = trainer.strategy.root_device
     module.to(device).eval()
     val = evaluate(module, make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False),
                    splits.num_classes, device)
     model.cpu()
-    save_checkpoint(model, path, metadata={
+    backbones.save_checkpoint(model, path, metadata={
         "architecture": model_name, "source": f"{cfg.data.name} classes {list(splits.class_names)}",
         "image_size": str(dcfg["input_size"][-1]), "val_acc": f"{val['acc']:.4f}",
         "epochs": str(trainer_kwargs.get("max_epochs")),

@@ -8,11 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
-
+from paramcorr.entry import compose_config  # noqa: F401 - re-exported for the tests
 from paramcorr.record import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,21 +16,6 @@ CONF = ROOT / "conf"
 
 # Tiny timm models and one short epoch: a job runs in about a second on a laptop CPU.
 TINY = ["experiment=smoke", "model=test_resnet"]
-
-
-def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` as a Hydra app would, with outputs under tmp."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, return_hydra_config=True,
-                      overrides=[f"paths.output_root={output_dir}", *overrides])
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def run_script(script: str, *args: str, cwd: Path, timeout: int = 600,

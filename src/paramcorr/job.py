@@ -93,8 +93,8 @@ def count_classes(data_cfg: DictConfig) -> int:
 
 @contextmanager
 def quiet_lightning():
-    """Lightning's per-run banners and hints would drown a sweep's one line per job."""
-    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    """Lightning's banners and timm's load notes would drown a sweep's one line per job."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "timm")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.WARNING)

@@ -19,6 +19,7 @@ from paramcorr.errors import UserError
 FREEZE_STRATEGIES = ("base", "none", "partial")
 EVAL_WEIGHTS = ("last", "best")
 CACHE_MODES = ("auto", "true", "false")
+OUT_OF_RANGE = ("error", "skip")
 BAD_IMAGE_POLICIES = ("error", "skip")
 
 
@@ -82,6 +83,9 @@ class FreezeConfig:
     # partial: how many of timm's coarse parameter groups to freeze, from the stem on.
     stages: int | None = None
     cache_features: str = "auto"
+    # partial, stages beyond the backbone's groups: error (a failed run) or skip (no record;
+    # for depth sweeps, see paramcorr.depth).
+    out_of_range: str = "error"
 
 
 @dataclass
@@ -183,6 +187,9 @@ def validate_data(data: DictConfig) -> None:
 
 def validate_trainer(trainer: DictConfig) -> None:
     known = trainer_arg_names()
+    for key in ("logger", "callbacks", "default_root_dir"):
+        _require(key not in trainer, f"trainer.{key} is set by the job; use the logger group "
+                 "or hydra.run.dir / hydra.sweep.dir instead")
     for key in trainer:
         if key not in known:
             import difflib
@@ -202,6 +209,7 @@ def validate(cfg: DictConfig) -> None:
     validate_trainer(cfg.trainer)
     _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
     _choice("freeze.cache_features", cfg.freeze.cache_features, CACHE_MODES)
+    _choice("freeze.out_of_range", cfg.freeze.out_of_range, OUT_OF_RANGE)
     _choice("eval_weights", cfg.eval_weights, EVAL_WEIGHTS)
     stages = cfg.freeze.stages
     if cfg.freeze.strategy == "partial":

@@ -1,7 +1,8 @@
 """Hydra callbacks for sweeps: a ``[k/N]`` progress line with ETA, and analysis at the end.
 
 Progress is counted from the records on disk, so it is right whichever launcher runs the
-jobs (in-process, joblib workers, Slurm array tasks sharing the file system).
+jobs (in-process, joblib workers, Slurm array tasks sharing the file system), and printed by
+the process that launched the sweep.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from paramcorr.record import RECORD_NAME, read_record
+from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, read_record
 
 log = logging.getLogger("paramcorr")
 STATE_FILE = ".sweep.json"
@@ -38,12 +41,41 @@ def sweep_size(overrides: list[str], sweeper_params: dict[str, Any] | None) -> i
 
 
 def _finished_records(sweep_dir: Path) -> int:
-    return sum(1 for p in sweep_dir.rglob(RECORD_NAME)
-               if (r := read_record(p)) is not None and r.get("status"))
+    """Jobs of the sweep that are done: a record, or a not-applicable marker (depth sweeps)."""
+    records = sum(1 for p in sweep_dir.rglob(RECORD_NAME)
+                  if (r := read_record(p)) is not None and r.get("status"))
+    return records + sum(1 for _ in sweep_dir.rglob(NOT_APPLICABLE_NAME))
 
 
 class SweepProgress(Callback):
-    """Prints ``[k/N] elapsed, ETA`` as each job of a multirun ends."""
+    """Prints ``[k/N] elapsed, ETA`` in the launching process as jobs of a multirun end.
+
+    Jobs run in this process (the basic launcher) report from ``on_job_end``. Jobs run
+    elsewhere (joblib workers, submitit local or Slurm tasks) are seen by a thread of the
+    launching process that counts the records on the shared file system every ``poll_s``
+    seconds, so the terminal that started the sweep shows progress whichever launcher runs it
+    (a Slurm task's own log holds its job's summary line). ETA = elapsed / jobs finished in
+    this launch x jobs left, which also holds for jobs running in parallel.
+    """
+
+    def __init__(self, poll_s: float = 2.0) -> None:
+        self.poll_s = poll_s
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = -1
+        self._printed = False
+
+    # Launchers pickle the callbacks to ship them to workers: leave the thread behind.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"poll_s": self.poll_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.poll_s = state["poll_s"]
+        self._init_runtime()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -51,18 +83,53 @@ class SweepProgress(Callback):
         params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
         total = sweep_size(list(config.hydra.overrides.task), params)
         state = {"total": total, "started": time.time(),
-                 "finished_before": _finished_records(sweep_dir)}
+                 "finished_before": _finished_records(sweep_dir), "pid": os.getpid()}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
         log.info("sweep %s: %d jobs (%d records already there)", sweep_dir, total,
                  state["finished_before"])
+        self._last = state["finished_before"]
+        self._printed = False
+        self._stop.clear()
+        if not _runs_jobs_in_process(config):
+            # No thread otherwise: in-process jobs may fork data-loader workers.
+            self._thread = threading.Thread(target=self._watch, args=(sweep_dir, state),
+                                            name="sweep-progress", daemon=True)
+            self._thread.start()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            state = json.loads((sweep_dir / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            return
-        done = _finished_records(sweep_dir)
+        state = _read_state(sweep_dir)
+        # In a worker process the launching process's watcher reports; printing here too
+        # would repeat every line in a shared terminal (joblib workers share its stdout).
+        if state is not None and state.get("pid", os.getpid()) == os.getpid():
+            self._report(sweep_dir, state)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        sweep_dir = Path(config.hydra.sweep.dir)
+        state = _read_state(sweep_dir)
+        if state is not None:
+            # The last jobs may have ended between two polls; and a re-launch that only
+            # skipped finished jobs still says where the sweep stands.
+            self._report(sweep_dir, state, force=not self._printed)
+
+    def _watch(self, sweep_dir: Path, state: dict[str, Any]) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self._report(sweep_dir, state)
+            except Exception as err:  # noqa: BLE001 - progress must never stop a sweep
+                log.debug("progress poll failed: %s", err)
+
+    def _report(self, sweep_dir: Path, state: dict[str, Any], force: bool = False) -> None:
+        with self._lock:
+            done = _finished_records(sweep_dir)
+            if done <= self._last and not force:
+                return
+            self._last = done
+            self._printed = True
         total = max(state["total"], done)
         elapsed = time.time() - state["started"]
         new = done - state["finished_before"]
@@ -70,6 +137,19 @@ class SweepProgress(Callback):
         eta = elapsed / new * remaining if new > 0 else math.nan
         eta_text = _clock(eta) if math.isfinite(eta) else "?"
         log.info("[%d/%d] elapsed %s, ETA %s", done, total, _clock(elapsed), eta_text)
+
+
+def _runs_jobs_in_process(config: DictConfig) -> bool:
+    """Whether the launcher runs jobs in this process (Hydra's basic launcher)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    return target.endswith("BasicLauncher")
+
+
+def _read_state(sweep_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((sweep_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class AnalyzeOnEnd(Callback):
@@ -83,12 +163,21 @@ class AnalyzeOnEnd(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         out = sweep_dir / "analysis"
+        statuses = [r.get("status") for p in sweep_dir.rglob(RECORD_NAME)
+                    if (r := read_record(p)) is not None]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("completed", "diverged", "failed"))
+        log.info("sweep done: %d records (%s), one dir per job under %s", len(statuses), counts,
+                 sweep_dir)
         try:
             run_analysis([sweep_dir], out, n_boot=self.n_boot)
         except Exception as err:  # noqa: BLE001 - a finished sweep's records stay usable
             log.error("analysis failed (%s); run: python scripts/analyze.py %s", err, sweep_dir)
             return
-        log.info("report: %s", out / "report.md")
+        log.info("report: %s (plots in %s)", out / "report.md", out / "plots")
+        log.info("next: open the report; re-run the same command to finish missing jobs; "
+                 "combine sweeps with python scripts/analyze.py %s OTHER_SWEEP --out DIR; "
+                 "your own images: python scripts/train.py -m experiment=paper "
+                 "data.root=/path/to/images", sweep_dir)
 
 
 def _clock(seconds: float) -> str:

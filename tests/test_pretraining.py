@@ -1,0 +1,41 @@
+"""scripts/pretrain.py's checkpoints load into another task with a fresh head."""
+
+from __future__ import annotations
+
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from helpers import compose_config
+from paramcorr.backbones import create_backbone
+from paramcorr.pretraining import pretrain_all
+
+
+def test_pretrained_checkpoint_loads_with_fresh_head_for_other_classes(tmp_path):
+    cfg = compose_config("pretrain", ["models=[test_resnet]", "trainer.max_epochs=1",
+                                      "trainer.limit_train_batches=3",
+                                      "trainer.accelerator=cpu"], tmp_path)
+    GlobalHydra.instance().clear()
+    [path] = pretrain_all(cfg)
+    assert path == tmp_path / "pretrained" / "digits-0-4" / "test_resnet.safetensors"
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["architecture"] == "test_resnet"
+    assert meta["source"] == "digits classes ['0', '1', '2', '3', '4']"
+    saved = load_file(str(path))
+    assert saved["fc.weight"].shape[0] == 5
+    head = {"fc.weight", "fc.bias"}
+    for classes in (3, 5):  # another class count, and the same count with other classes
+        torch.manual_seed(99)
+        model = create_backbone("test_resnet", str(path), num_classes=classes)
+        state = model.state_dict()
+        for key in saved.keys() - head:
+            assert torch.equal(state[key], saved[key]), key
+        assert state["fc.weight"].shape[0] == classes
+        if classes == 5:
+            assert not torch.equal(state["fc.weight"], saved["fc.weight"])
+    # A second call reuses the file instead of training again.
+    mtime = path.stat().st_mtime_ns
+    pretrain_all(cfg)
+    assert path.stat().st_mtime_ns == mtime

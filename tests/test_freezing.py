@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -94,3 +96,26 @@ def test_frozen_parts_stay_in_eval_mode() -> None:
     assert all(m.training for m in trained_bn)
     hold_frozen_in_eval(model, "base")
     assert not any(m.training for m in model.modules())
+
+
+STUDY_MODELS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name", STUDY_MODELS)
+def test_every_preset_backbone_counts_match_an_independent_count(config_name: str) -> None:
+    """The demo and paper backbones, as the pipeline builds them, against fresh timm models."""
+    import yaml
+
+    from paramcorr.backbones import create_backbone
+
+    timm_name = yaml.safe_load((Path(__file__).parents[1] / "conf" / "model"
+                                / f"{config_name}.yaml").read_text())["name"]
+    reference = fresh(timm_name)
+    total = sum(p.numel() for p in reference.parameters())
+    head = sum(p.numel() for p in reference.get_classifier().parameters())
+    for strategy, expected in (("base", head), ("none", total)):
+        model = create_backbone(timm_name, "random", 5)
+        apply_freeze(model, strategy)
+        assert count_parameters(model).trainable == expected
+        assert count_parameters(model).total == total

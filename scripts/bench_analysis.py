@@ -1,0 +1,65 @@
+"""Time the full analysis (collect + stats + report + plots) on N synthetic run records.
+
+python scripts/bench_analysis.py [--n 10000] [--repeats 3] [--n-boot 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# The synthetic record writer is shared with the tests, which own it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from analysis_fixtures import synthetic_records, write_junk, write_sweep  # noqa: E402
+from paramcorr.analysis import run_analysis  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="synthetic records")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--partial", action="store_true",
+                        help="add partial-freezing runs (stages 1-3) to the grid")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench_analysis_") as tmp:
+        sweep = Path(tmp) / "sweep"
+        start = time.perf_counter()
+        records = synthetic_records(args.n, partial_stages=(1, 2, 3) if args.partial else ())
+        write_sweep(sweep, records)
+        write_junk(sweep)
+        print(f"wrote {len(records)} records (+ junk files) in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+        totals, cpus, splits = [], [], []
+        for i in range(args.repeats):
+            start, cpu = time.perf_counter(), time.process_time()
+            result = run_analysis([sweep], Path(tmp) / f"out{i}", n_boot=args.n_boot)
+            totals.append(time.perf_counter() - start)
+            cpus.append(time.process_time() - cpu)  # robust to other load on the machine
+            splits.append(result.timings)
+            print(f"run {i + 1}: {totals[-1]:.2f} s (cpu {cpus[-1]:.2f} s)  " + "  ".join(
+                f"{k}={v:.2f}" for k, v in result.timings.items()), flush=True)
+        print(result.summary)
+        median = statistics.median(totals)
+        phase = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
+        stats_s = phase["correlations"] + phase["beyond"]
+        rest = phase["plots"] + phase["report"] + phase["write_csv"]
+        print(f"median total: {median:.2f} s for {args.n} records "
+              f"({median / args.n * 1000:.2f} s per 1,000 records); median cpu time "
+              f"{statistics.median(cpus):.2f} s")
+        print(f"split (median): collect {phase['collect']:.2f} s | stats {stats_s:.2f} s "
+              f"(correlations {phase['correlations']:.2f}, beyond-paper {phase['beyond']:.2f})"
+              f" | report+plots {rest:.2f} s (plots {phase['plots']:.2f}, csv "
+              f"{phase['write_csv']:.2f}, report {phase['report']:.2f})", flush=True)
+        print("removing the temp sweep (slow on some file systems)...", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

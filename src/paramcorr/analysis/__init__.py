@@ -1,0 +1,138 @@
+"""Analysis of a sweep's result.json records: runs table, correlations, report, plots.
+
+``run_analysis`` is the single entry point, used by ``scripts/analyze.py`` and callable
+from a Hydra ``on_multirun_end`` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from paramcorr.analysis.collect import Collection, NoRecordsError, collect_runs
+from paramcorr.analysis.plots import make_plots
+from paramcorr.analysis.report import ReportInputs, write_report
+from paramcorr.analysis.stats import (
+    CORR_COLUMNS,
+    correlation_table,
+    paper_table,
+    partial_correlations,
+    regression,
+    rm_correlations,
+    seed_spread,
+)
+
+__all__ = ["AnalysisResult", "NoRecordsError", "run_analysis"]
+
+log = logging.getLogger("paramcorr.analysis")
+
+# Our own figure names: removed before plotting so a re-run never leaves stale figures.
+PLOT_PATTERNS = ("scatter_*.png", "heatmap_*.png", "partial_*.png")
+
+
+@dataclass
+class AnalysisResult:
+    """What an analysis read and wrote."""
+
+    out_dir: Path
+    summary: str
+    n_files: int
+    n_records: int
+    n_used: int
+    n_completed: int
+    n_diverged: int
+    n_failed: int
+    n_skipped: int
+    skipped: dict[str, int]
+    files: dict[str, Path] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _write_csvs(out_dir: Path, frames: dict) -> dict[str, Path]:
+    paths = {}
+    for name, frame in frames.items():
+        path = out_dir / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        paths[name] = path
+    return paths
+
+
+def run_analysis(sweep_dirs: list[Path], out_dir: Path | None = None, n_boot: int = 1000,
+                 seed: int = 0) -> AnalysisResult:
+    """Collect every result.json below ``sweep_dirs`` and write the analysis to ``out_dir``.
+
+    ``out_dir`` defaults to ``<first sweep dir>/analysis``. Raises NoRecordsError (a
+    UserError) when no readable record exists.
+    """
+    # The fits are many small least-squares problems: threaded BLAS only adds contention
+    # (10x slower on a busy 2-core machine), so BLAS runs single-threaded here.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run(sweep_dirs, out_dir, n_boot, seed)
+
+
+def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
+         seed: int) -> AnalysisResult:
+    sweep_dirs = [Path(d) for d in sweep_dirs]
+    if not sweep_dirs:
+        raise NoRecordsError("no sweep directory given; pass at least one SWEEP_DIR")
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0] / "analysis"
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    col: Collection = collect_runs(sweep_dirs, exclude=[out_dir])
+    timings["collect"] = time.perf_counter() - start
+    log.info("collected %d records (%d used) below %s", col.n_records, col.n_used,
+             ", ".join(map(str, sweep_dirs)))
+    runs, metrics = col.runs, col.metrics
+
+    start = time.perf_counter()
+    log.info("correlations: %d metrics x 3 methods (bootstrap n=%d)", len(metrics), n_boot)
+    corr = correlation_table(runs, metrics, n_boot=n_boot, seed=seed, progress=log.info)
+    timings["correlations"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    log.info("beyond the paper: partial/rm correlations, regression, seed spread")
+    paper = paper_table(corr, runs, metrics)
+    partial = partial_correlations(runs, metrics)
+    rm = rm_correlations(runs, metrics)
+    coefs, slopes = regression(runs, metrics)
+    seeds = seed_spread(runs, col.run_axes, metrics)
+    timings["beyond"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    power = (corr[corr["method"] == "pearson"][["scope", "y", "n", "r_crit"]]
+             .rename(columns={"r_crit": "min_detectable_r"}))
+    frames = {"runs": runs, "correlations": corr[CORR_COLUMNS], "paper_table": paper,
+              "partial_correlations": partial, "rm_correlations": rm, "regression": coefs,
+              "regression_slopes": slopes, "seed_spread": seeds, "power": power}
+    files = _write_csvs(out_dir, frames)
+    timings["write_csv"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    log.info("plots")
+    plot_dir = out_dir / "plots"
+    for pattern in PLOT_PATTERNS:
+        for stale in plot_dir.glob(pattern):
+            stale.unlink()
+    plots = make_plots(runs, corr, metrics, plot_dir)
+    timings["plots"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    inputs = ReportInputs(collection=col, corr=corr, paper=paper, partial=partial, rm=rm,
+                          coefs=coefs, slopes=slopes, seeds=seeds, plots=plots,
+                          csvs=[p.name for p in files.values()], n_boot=n_boot, seed=seed)
+    files["report"] = write_report(inputs, out_dir)
+    timings["report"] = time.perf_counter() - start
+    log.info("wrote %s", out_dir)
+    return AnalysisResult(
+        out_dir=out_dir, summary=col.summary(), n_files=col.n_files, n_records=col.n_records,
+        n_used=col.n_used, n_completed=col.count("completed"),
+        n_diverged=col.count("diverged"), n_failed=col.count("failed"),
+        n_skipped=col.n_skipped, skipped=dict(col.skipped), files=files, plots=plots,
+        timings=timings)

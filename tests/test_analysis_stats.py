@@ -1,0 +1,269 @@
+"""Correlations and the beyond-paper statistics, checked against independent computations."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from analysis_fixtures import make_record, synthetic_records, write_sweep
+from paramcorr.analysis.collect import collect_runs
+from paramcorr.analysis.stats import (
+    CORR_COLUMNS,
+    bootstrap_ci,
+    bootstrap_rng,
+    correlation_table,
+    critical_r,
+    kendall_codes,
+    partial_correlations,
+    regression,
+    rm_correlations,
+    seed_spread,
+    spearman_codes,
+)
+
+METRICS = ("test_acc", "test_f1", "gen_acc", "gen_f1", "gap_acc", "test_loss")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """144 runs: 6 models x base/none x adam/sgd x 3 lrs x 2 seeds, failed and diverged mixed."""
+    records = synthetic_records(144, p_failed=0.08, p_diverged=0.08, rng_seed=7)
+    # a diverged run that lost every metric, and one with nulls
+    records[3] = {**records[3], "status": "diverged",
+                  "metrics": dict.fromkeys(records[3]["metrics"] or METRICS, None)}
+    root = tmp_path_factory.mktemp("sweep")
+    write_sweep(root, records)
+    col = collect_runs([root])
+    corr = correlation_table(col.runs, col.metrics, n_boot=40, seed=3)
+    return records, col, corr
+
+
+def _in_scope(record: dict, scope: str) -> bool:
+    if scope == "all":
+        return True
+    run = record["run"]
+    for part in scope.split(","):
+        key, value = part.split("=", 1)
+        got = repr(float(run[key])) if key == "lr" else str(run[key])
+        if got != value:
+            return False
+    return True
+
+
+def _xy(records: list[dict], scope: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs a slice should use, straight from the records (not from runs.csv)."""
+    xs, ys = [], []
+    for rec in records:
+        if rec["status"] == "failed" or not _in_scope(rec, scope):
+            continue
+        y = (rec["metrics"] or {}).get(metric)
+        if y is None or not math.isfinite(float(y)):
+            continue
+        xs.append(math.log10(rec["params"]["trainable"]))
+        ys.append(float(y))
+    return np.array(xs), np.array(ys)
+
+
+def test_scopes_are_all_freeze_cells_and_cells_by_freeze(sweep):
+    _, _, corr = sweep
+    scopes = list(dict.fromkeys(corr["scope"]))
+    assert list(corr.columns[: len(CORR_COLUMNS)]) == CORR_COLUMNS
+    cells = [f"optimizer={o},lr={lr}" for o in ("adam", "sgd")
+             for lr in ("0.0001", "0.001", "0.01")]
+    expected = ["all", "freeze=base", "freeze=none", *cells,
+                *(f"{c},freeze={f}" for c in cells for f in ("base", "none"))]
+    assert scopes == expected
+    assert set(corr["method"]) == {"pearson", "spearman", "kendall"}
+    assert set(corr["x"]) == {"log10_trainable"}
+
+
+def test_correlations_equal_scipy_in_every_scope(sweep):
+    records, col, corr = sweep
+    checked = 0
+    for row in corr.itertuples():
+        x, y = _xy(records, row.scope, row.y)
+        assert row.n == len(x), (row.scope, row.y)
+        if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            assert math.isnan(row.r) and math.isnan(row.p)
+            continue
+        ref = {"pearson": stats.pearsonr, "spearman": stats.spearmanr,
+               "kendall": stats.kendalltau}[row.method](x, y)
+        assert row.r == pytest.approx(ref.statistic, rel=1e-9, abs=1e-12)
+        assert row.p == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
+        if row.method == "pearson":
+            ci = ref.confidence_interval(0.95)
+            assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+        checked += 1
+    assert checked > 300
+    # failed runs were really in the data, and excluded
+    assert col.count("failed") > 0 and col.count("diverged") > 0
+
+
+def test_holm_and_bh_equal_multipletests(sweep):
+    _, _, corr = sweep
+    ok = corr["p"].notna()
+    assert corr.loc[~ok, ["p_holm", "p_bh"]].isna().all().all()
+    p = corr.loc[ok, "p"].to_numpy()
+    assert np.allclose(corr.loc[ok, "p_holm"], multipletests(p, method="holm")[1])
+    assert np.allclose(corr.loc[ok, "p_bh"], multipletests(p, method="fdr_bh")[1])
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall"])
+def test_bootstrap_ci_equals_scipy_bootstrap_with_scipy_statistic(sweep, method):
+    """Same resamples through scipy's own (looped) statistic give the same interval."""
+    records, _, corr = sweep
+    row = corr[(corr["scope"] == "all") & (corr["y"] == "test_acc")
+               & (corr["method"] == method)].iloc[0]
+    # the runs table lists job dirs in path order ("0", "1", "10", ...): resample that order
+    in_path_order = [records[i] for i in sorted(range(len(records)), key=str)]
+    x, y = _xy(in_path_order, "all", "test_acc")
+    fn = stats.spearmanr if method == "spearman" else stats.kendalltau
+    ref = stats.bootstrap((x, y), lambda a, b: fn(a, b).statistic, paired=True,
+                          vectorized=False, n_resamples=40, method="BCa",
+                          rng=bootstrap_rng(3, "all", "test_acc", method))
+    assert (row.ci_low, row.ci_high) == pytest.approx(
+        (ref.confidence_interval.low, ref.confidence_interval.high), rel=1e-9)
+
+
+def test_batched_rank_statistics_equal_scipy_per_resample():
+    rng = np.random.default_rng(0)
+    for n in (3, 7, 40):
+        x = rng.choice([3.1, 4.0, 5.5, 7.2], n)
+        y = np.round(rng.random(n) * 4) / 4  # many ties
+        ux, cx = np.unique(x, return_inverse=True)
+        uy, cy = np.unique(y, return_inverse=True)
+        idx = rng.integers(0, n, (60, n))
+        rho = spearman_codes(cx[idx], cy[idx], len(ux), len(uy))
+        tau = kendall_codes(cx[idx], cy[idx], len(ux), len(uy))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref_rho = [stats.spearmanr(x[i], y[i]).statistic for i in idx]
+            ref_tau = [stats.kendalltau(x[i], y[i]).statistic for i in idx]
+        np.testing.assert_allclose(rho, ref_rho, atol=1e-12)
+        np.testing.assert_allclose(tau, ref_tau, atol=1e-12)
+
+
+def test_bootstrap_is_seeded_and_handles_degenerate_resamples():
+    x = np.array([1.0, 1.0, 1.0, 2.0])  # a quarter of resamples have constant x
+    y = np.array([0.1, 0.2, 0.3, 0.9])
+    a = bootstrap_ci(x, y, "spearman", 200, np.random.default_rng(1))
+    b = bootstrap_ci(x, y, "spearman", 200, np.random.default_rng(1))
+    assert a == b
+    low, high, n_res, how = a
+    assert n_res == 200 and how.startswith("none")  # too many undefined: no CI
+    assert math.isnan(low) and math.isnan(high)
+    x = np.arange(30.0) % 6
+    y = x + np.random.default_rng(2).normal(0, 1, 30)
+    low, high, _, _ = bootstrap_ci(x, y, "kendall", 300, np.random.default_rng(1))
+    assert -1 <= low < stats.kendalltau(x, y).statistic < high <= 1
+
+
+def test_small_and_constant_slices_give_empty_statistics(tmp_path):
+    records = [
+        make_record("resnet50", optimizer="adam", lr=1e-3, seed=0, metrics={"test_acc": 0.5}),
+        make_record("vgg16", optimizer="adam", lr=1e-3, seed=0, metrics={"test_acc": 0.6}),
+        *(make_record(m, optimizer="sgd", lr=1e-2, seed=0, metrics={"test_acc": 0.7})
+          for m in ("resnet50", "vgg16", "densenet121", "mobilenetv2_100")),
+        make_record("vgg16", optimizer="sgd", lr=1e-2, seed=1, status="failed", metrics={}),
+    ]
+    write_sweep(tmp_path, records)
+    col = collect_runs([tmp_path])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning spam either
+        corr = correlation_table(col.runs, col.metrics, n_boot=20)
+    small = corr[corr["scope"] == "optimizer=adam,lr=0.001"]
+    constant = corr[corr["scope"] == "optimizer=sgd,lr=0.01"]
+    assert set(small["n"]) == {2} and set(constant["n"]) == {4}
+    empty = ["r", "p", "ci_low", "ci_high", "p_holm", "p_bh"]
+    assert small[empty].isna().all().all() and constant[empty].isna().all().all()
+    assert corr[corr["scope"] == "all"]["r"].notna().all()
+
+
+def test_critical_r_is_where_pearson_p_hits_alpha():
+    for n in (5, 12, 40, 1000):
+        r = critical_r(n)
+        t = r * math.sqrt((n - 2) / (1 - r * r))
+        assert 2 * stats.t.sf(t, n - 2) == pytest.approx(0.05, rel=1e-9)
+    assert math.isnan(critical_r(2))
+
+
+@pytest.fixture(scope="module")
+def partial_sweep(tmp_path_factory):
+    """Partial freezing: every architecture at several trainable counts."""
+    records = synthetic_records(6 * 5 * 2 * 2 * 2, optimizers=("adam", "sgd"), lrs=(1e-3, 1e-4),
+                                partial_stages=(1, 2, 3), p_failed=0.05, p_diverged=0.0,
+                                rng_seed=3)
+    root = tmp_path_factory.mktemp("partial")
+    write_sweep(root, records)
+    return records, collect_runs([root])
+
+
+def test_partial_correlation_equals_residual_correlation(partial_sweep):
+    _, col = partial_sweep
+    part = partial_correlations(col.runs, col.metrics)
+    rm = rm_correlations(col.runs, col.metrics)
+    used = col.runs[col.runs["status"] != "failed"]
+    for metric in ("test_acc", "gen_f1"):
+        row = part[(part["scope"] == "all") & (part["y"] == metric)
+                   & (part["control"] == "architecture")].iloc[0]
+        dummies = pd.get_dummies(used["model"], dtype=float).to_numpy()
+        resid = [v - dummies @ np.linalg.lstsq(dummies, v, rcond=None)[0]
+                 for v in (used["log10_trainable"].to_numpy(), used[metric].to_numpy())]
+        r = stats.pearsonr(*resid).statistic
+        df = len(used) - dummies.shape[1] - 1
+        t = r * math.sqrt(df / (1 - r * r))
+        assert row["applicable"] and row["r"] == pytest.approx(r, rel=1e-9)
+        assert row["p"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-6)
+        # rmcorr is the same model: same r and p, slope sign agrees
+        rrow = rm[(rm["scope"] == "all") & (rm["y"] == metric)].iloc[0]
+        assert rrow["r_rm"] == pytest.approx(r, rel=1e-9)
+        assert rrow["p"] == pytest.approx(row["p"], rel=1e-6)
+        assert np.sign(rrow["slope"]) == np.sign(r) and rrow["df"] == df
+
+
+def test_rmcorr_not_applicable_without_within_model_variation(sweep):
+    _, col, _ = sweep
+    rm = rm_correlations(col.runs, col.metrics)
+    assert not rm[rm["scope"] == "freeze=base"]["applicable"].any()
+    assert rm[rm["scope"] == "freeze=base"]["r_rm"].isna().all()
+    assert rm[rm["scope"] == "all"]["applicable"].all()  # base vs none within a model
+
+
+def test_regression_cell_slopes_equal_per_cell_least_squares(sweep):
+    _, col, _ = sweep
+    coefs, slopes = regression(col.runs, col.metrics)
+    used = col.runs[col.runs["status"] != "failed"]
+    assert {"log10_trainable", "Intercept"} <= set(coefs["term"])
+    assert coefs[["ci_low", "ci_high"]].notna().all().all()
+    for row in slopes[slopes["y"] == "test_acc"].itertuples():
+        cell = used[(used["optimizer"] == row.optimizer) & (used["lr"] == row.lr)]
+        cell = cell[np.isfinite(cell["test_acc"])]
+        ref = stats.linregress(cell["log10_trainable"], cell["test_acc"])
+        assert row.slope == pytest.approx(ref.slope, rel=1e-8)
+        assert row.ci_low < row.slope < row.ci_high
+    # the base slope of the interaction model is the slope of its reference cell
+    ref_cell = slopes[(slopes["y"] == "test_acc") & (slopes["optimizer"] == "adam")
+                      & (slopes["lr"] == 1e-4)]
+    base = coefs[(coefs["y"] == "test_acc") & (coefs["term"] == "log10_trainable")]
+    assert base["coef"].item() == pytest.approx(ref_cell["slope"].item(), rel=1e-8)
+
+
+def test_seed_spread_matches_groupby(sweep):
+    records, col, _ = sweep
+    spread = seed_spread(col.runs, col.run_axes, col.metrics)
+    frame = pd.DataFrame([{**r["run"], "test_acc": (r["metrics"] or {}).get("test_acc")}
+                          for r in records if r["status"] != "failed"])
+    frame["test_acc"] = pd.to_numeric(frame["test_acc"])
+    ref = frame.groupby(["model", "freeze", "optimizer", "lr"])["test_acc"].agg(["mean", "std"])
+    assert (spread["n_seeds"] >= 2).all() and len(spread) > 0
+    for row in spread.itertuples():
+        want = ref.loc[(row.model, row.freeze, row.optimizer, row.lr)]
+        assert row.test_acc_mean == pytest.approx(want["mean"])
+        if not math.isnan(want["std"]):
+            assert row.test_acc_sd == pytest.approx(want["std"])

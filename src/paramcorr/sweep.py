@@ -58,7 +58,7 @@ class SweepProgress(Callback):
     this launch x jobs left, which also holds for jobs running in parallel.
     """
 
-    def __init__(self, poll_s: float = 2.0) -> None:
+    def __init__(self, poll_s: float = 1.0) -> None:
         self.poll_s = poll_s
         self._init_runtime()
 
@@ -117,11 +117,15 @@ class SweepProgress(Callback):
             self._report(sweep_dir, state, force=not self._printed)
 
     def _watch(self, sweep_dir: Path, state: dict[str, Any]) -> None:
-        while not self._stop.wait(self.poll_s):
+        wait = self.poll_s
+        while not self._stop.wait(wait):
+            started = time.monotonic()
             try:
                 self._report(sweep_dir, state)
             except Exception as err:  # noqa: BLE001 - progress must never stop a sweep
                 log.debug("progress poll failed: %s", err)
+            # A big sweep on a network file system: scan at most 10% of the time.
+            wait = max(self.poll_s, 10 * (time.monotonic() - started))
 
     def _report(self, sweep_dir: Path, state: dict[str, Any], force: bool = False) -> None:
         with self._lock:

@@ -1,0 +1,86 @@
+"""Experiment loggers (``logger`` group): CSV (default), TensorBoard, MLflow.
+
+Lightning logs the per-epoch curves (train_loss, val_loss, val_acc); :func:`log_final` adds
+what the run record holds after evaluation (the ``final/*`` metrics, parameter counts and the
+run's axes), so a TensorBoard or MLflow view can compare runs on what the study measures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("paramcorr")
+
+
+def local_tracking_uri(uri: str) -> str:
+    """``file:<relative path>`` as an absolute ``file://`` URI; other URIs unchanged.
+
+    MLflow resolves a relative file store against the process's working directory, so a
+    sweep's jobs and a later ``mlflow.search_runs`` from elsewhere would disagree.
+    """
+    if not uri.startswith("file:") or uri.startswith("file://"):
+        return uri
+    return Path(uri[len("file:"):]).expanduser().resolve().as_uri()
+
+
+def _ensure_experiment(tracking_uri: str, name: str) -> None:
+    """Create the experiment up front: parallel jobs racing to create it would fail."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(name)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:  # not a lost race: a real error
+                raise
+
+
+def mlflow_logger(experiment_name: str, tracking_uri: str, run_name: str | None = None,
+                  tags: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Lightning's ``MLFlowLogger``, with a local file store that works as configured.
+
+    A ``file:`` store is made absolute and allowed (MLflow 3 refuses its file store unless
+    ``MLFLOW_ALLOW_FILE_STORE=true``; a database store needs SQLAlchemy, which mlflow-skinny
+    lacks). A server (``logger.tracking_uri=http://host:5000``) is used as given.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    tracking_uri = local_tracking_uri(tracking_uri)
+    if tracking_uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    _ensure_experiment(tracking_uri, experiment_name)
+    clean_tags = {k: str(v) for k, v in (tags or {}).items() if v not in (None, "")}
+    return MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri,
+                        run_name=run_name or None, tags=clean_tags or None, **kwargs)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def log_final(logger: Any, metrics: dict[str, Any], params: dict[str, int] | None,
+              run: dict[str, Any], step: int) -> None:
+    """Send the evaluated metrics, parameter counts and run axes to ``logger``.
+
+    Called after evaluation, when Lightning has already finalized the logger; every logger
+    here takes more data after that. A logger that cannot is warned about, never fatal: the
+    run's result.json is its record, the logger a view.
+    """
+    if not logger:
+        return
+    values = {f"final/{k}": float(v) for k, v in metrics.items() if _finite(v)}
+    values.update({f"params/{k}": float(v) for k, v in (params or {}).items() if _finite(v)})
+    hparams = {k: v for k, v in run.items() if v is not None}
+    try:
+        logger.log_hyperparams(hparams)
+        logger.log_metrics(values, step=step)
+        logger.save()
+        logger.finalize("success")
+    except Exception as err:  # noqa: BLE001 - see docstring
+        log.warning("%s could not take the final metrics: %s", type(logger).__name__, err)

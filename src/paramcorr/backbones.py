@@ -10,7 +10,10 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +54,17 @@ def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 - any failure here means "not a safe weights file"
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "weights_only" in str(err) or "Unpickl" in type(err).__name__ or "GLOBAL" in str(err):
+            import re
+
+            calls = re.search(r"Unsupported globals?: (?:GLOBAL )?([\w.]+?)\.?(?:\s|$)", str(err))
+            what = f"it would call {calls.group(1)}" if calls else text[:120]
             raise UserError(
                 f"refusing to load {path}: it is a pickle that needs code to run, not plain "
-                f"weights ({text[:120]}); save it as safetensors or a plain state_dict"
+                f"weights ({what}); save it as safetensors or a plain state_dict"
             ) from err
-        raise UserError(f"cannot read weights file {path}: {text[:200]}") from err
+        raise UserError(f"cannot read weights file {path}: not a safetensors or torch "
+                        f"checkpoint ({type(err).__name__}: {text[:160]}); accepted values: "
+                        f"{WEIGHT_CHOICES}") from err
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
@@ -96,7 +105,15 @@ def create_backbone(name: str, weights: str, num_classes: int, drop_rate: float 
         return timm.create_model(name, pretrained=False, **kwargs)
     if weights == "imagenet":
         try:
-            return timm.create_model(name, pretrained=True, **kwargs)
+            with _hub_offline_if_unreachable() as unreachable:
+                try:
+                    return timm.create_model(name, pretrained=True, **kwargs)
+                except Exception as err:
+                    if unreachable and _looks_like_network_error(err):
+                        raise _download_error(name, unreachable) from err
+                    raise
+        except UserError:
+            raise
         except RuntimeError as err:
             if "No pretrained weights" in str(err):
                 raise UserError(f"timm has no ImageNet weights for {name}; use "
@@ -128,8 +145,52 @@ def _looks_like_network_error(err: BaseException) -> bool:
     return any(w in text for w in words)
 
 
-def _download_error(name: str, err: BaseException) -> UserError:
-    first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, or None if it can (or we cannot tell).
+
+    A direct connection probe, so an offline machine fails in milliseconds instead of after
+    huggingface_hub's retries (about 25 s per file, two files per model). Behind a proxy, or
+    with HF_HUB_OFFLINE=1 already set, there is nothing to probe.
+    """
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(
+            os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as err:
+        return f"{host} unreachable: {err}"
+    return None
+
+
+@contextmanager
+def _hub_offline_if_unreachable() -> Iterator[str | None]:
+    """Hub offline mode while the hub is unreachable: cached weights load, others fail fast."""
+    reason = _hub_unreachable()
+    if reason is None:
+        yield None
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield reason
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _download_error(name: str, err: BaseException | str) -> UserError:
+    text = str(err).strip() or type(err).__name__
+    first = text.splitlines()[0].split(". ")[0].rstrip(".")
+    first = first if len(first) <= 160 else first[:157] + "..."
     return UserError(
         f"could not download ImageNet weights for {name} ({first}); no network? use a local "
         f"checkpoint file (model.weights=<path>, e.g. from scripts/pretrain.py) or "

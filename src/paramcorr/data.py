@@ -201,7 +201,10 @@ def _folder(root: Path, class_names: list[str], transform: Any, good: set[str]) 
     try:
         return Folder(str(root), transform=transform, is_valid_file=lambda p: p in good)
     except FileNotFoundError as err:
-        raise UserError(f"{err} under {root}; every class dir needs at least one image") from err
+        empty = [c for c in class_names if not any(p.startswith(f"{root / c}{os.sep}")
+                                                   for p in good)]
+        raise UserError(f"class dir(s) {empty or class_names} under {root} hold no readable "
+                        "image; every class dir needs at least one") from err
 
 
 def _check_split_classes(name: str, root: Path, expected: list[str]) -> None:
@@ -228,7 +231,8 @@ def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
     class_names = all_classes if cfg.classes is None else [str(c) for c in cfg.classes]
     unknown = sorted(set(class_names) - set(all_classes))
     if unknown:
-        raise UserError(f"data.classes names {unknown}, not class dirs of {train_dir}")
+        raise UserError(f"data.classes names {unknown}, not class dirs of {train_dir} "
+                        f"(it has {all_classes}); fix data.classes or set data.classes=null")
     if len(class_names) < 2:
         raise UserError(f"{train_dir} has {len(class_names)} class dir(s) {class_names}; "
                         "a classifier needs at least two")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import resource
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from paramcorr import backbones, feature_cache, freezing
+from paramcorr import backbones, depth, feature_cache, freezing, loggers
 from paramcorr.config import validate
 from paramcorr.data import DataSplits, build_data, make_loader
 from paramcorr.errors import UserError
@@ -33,6 +34,7 @@ from paramcorr.record import (
     config_hash,
     is_finished,
     read_record,
+    remove_stale_temps,
     set_aside,
     write_record,
 )
@@ -67,8 +69,8 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
         "freeze": freeze,
         "frozen_stages": cfg.freeze.stages if freeze == "partial" else None,
         "optimizer": optimizer_name(cfg),
-        "lr": float(OmegaConf.select(cfg, "optimizer.lr", default=float("nan"),
-                                     throw_on_resolution_failure=False) or float("nan")),
+        "lr": _number_or_none(OmegaConf.select(cfg, "optimizer.lr", default=None,
+                                               throw_on_resolution_failure=False)),
         "seed": cfg.seed,
         "dataset": cfg.data.name,
         "num_classes": len(classes) if classes is not None else None,
@@ -79,16 +81,28 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def _number_or_none(value: Any) -> float | None:
+    """A finite float for the record, or None (lr=0 is a number; nan/inf/text are not JSON)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def count_classes(data_cfg: DictConfig) -> int:
     """How many classes the data will have, before it is loaded (the head needs it first)."""
     if data_cfg.classes is not None:
         return len(data_cfg.classes)
     if data_cfg.name == "digits":
         return 10
-    root = Path(str(data_cfg.root or "")).expanduser() / "train"
+    value = OmegaConf.select(data_cfg, "root", default=None)
+    if not value:
+        raise UserError("data=imagefolder needs data.root=<dir with train/ (and val/, test/)>")
+    root = Path(str(value)).expanduser()
     if not root.is_dir():
-        raise UserError(f"data.root not found or has no train/ dir: {root.parent}")
-    return sum(1 for entry in os.scandir(root) if entry.is_dir())
+        raise UserError(f"data.root not found: {root}")
+    if not (root / "train").is_dir():
+        raise UserError(f"no train/ dir in data.root={root}; expected root/train/<class>/*")
+    return sum(1 for entry in os.scandir(root / "train") if entry.is_dir())
 
 
 @contextmanager
@@ -246,6 +260,7 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
     progress.timing["peak_mem_mb"] = _peak_mem_mb(device)
     if any(metrics[k] != metrics[k] for k in ("train_loss", "test_loss")):
         progress.diverged = True
+    loggers.log_final(logger, metrics, progress.params, progress.run, trainer.global_step)
     if cfg.save_weights:
         backbones.save_checkpoint(model.cpu(), output_dir / "model.safetensors",
                                   metadata={"architecture": cfg.model.name})
@@ -271,7 +286,7 @@ def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) ->
 def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path) -> str:
     if isinstance(err, UserError):
         return str(err)
-    if isinstance(err, torch.OutOfMemoryError):
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
         return (f"out of memory at data.batch_size={cfg.data.batch_size}; lower data.batch_size "
                 "(or data.image_size)")
     (output_dir / "error.log").write_text(traceback.format_exc())
@@ -280,15 +295,17 @@ def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path) -> str
 
 
 def summary_line(record: dict[str, Any]) -> str:
-    run, metrics = record["run"], record.get("metrics") or {}
+    run, metrics = record.get("run") or {}, record.get("metrics") or {}
     params = record.get("params") or {}
     trainable = params.get("trainable")
     acc = metrics.get("test_acc")
     seconds = (record.get("timing") or {}).get("total_s", 0.0)
+    lr = run.get("lr")
     parts = [
-        f"{run['model']}", f"freeze={run['freeze']}"
+        f"{run.get('model', '?')}", f"freeze={run.get('freeze', '?')}"
         + (f"({run['frozen_stages']})" if run.get("frozen_stages") is not None else ""),
-        f"{run['optimizer']} lr={run['lr']:g}",
+        f"{run.get('optimizer', '?')} lr={lr:g}" if lr is not None
+        else f"{run.get('optimizer', '?')} lr=?",
         f"trainable={trainable:,}" if trainable is not None else "trainable=?",
         f"test_acc={acc:.3f}" if acc is not None else "test_acc=n/a",
         f"{seconds:.1f}s", record["status"],
@@ -303,7 +320,11 @@ def run_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run one configuration into ``output_dir/result.json`` and return the record."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    not_applicable = depth.skip_if_out_of_range(cfg, output_dir)
+    if not_applicable is not None:  # a depth sweep's stage this backbone lacks: no record
+        return not_applicable
     record_path = output_dir / RECORD_NAME
+    remove_stale_temps(output_dir)  # a killed earlier attempt's half-written files
     chash = config_hash(cfg)
     existing = read_record(record_path)
     if is_finished(existing, chash):

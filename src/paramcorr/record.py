@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 SCHEMA = 1
 RECORD_NAME = "result.json"
+# Written instead of a record by a job that does not apply (see paramcorr.depth).
+NOT_APPLICABLE_NAME = "not_applicable.json"
 STATUSES = ("completed", "diverged", "failed")
 METRIC_KEYS = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "test_f1",
                "test_loss", "gen_acc", "gen_f1", "gap_acc", "gap_loss")
@@ -21,7 +23,7 @@ METRIC_KEYS = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "te
 # only feeds optimizer.lr, which is hashed).
 _UNHASHED = ("name", "lr", "strict", "paths", "logger", "trainer.enable_progress_bar",
              "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
-             "freeze.cache_features")
+             "freeze.cache_features", "freeze.out_of_range")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -86,6 +88,23 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Delete the temp files (``.<name>.*.tmp``) a killed job left in its own directory.
+
+    Atomic writers here (records, saved weights) write ``.<name>.<random>.tmp`` and rename it;
+    a ``kill -9`` between the two leaves the temp file. Only the job that owns ``directory``
+    calls this, before it writes anything, so no live write is touched.
+    """
+    removed = 0
+    for tmp in Path(directory).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

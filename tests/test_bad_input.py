@@ -1,0 +1,382 @@
+"""Bad input: one clear line naming the problem and the fix, never a crash deep inside.
+
+In-process rows check the ``failed`` record's ``error`` (what a sweep keeps); subprocess rows
+check what a user sees from ``scripts/train.py``: exit code != 0, one line on stderr, no
+traceback. Hydra composition errors (an unknown config-group option, a value of the wrong
+type) happen before any job exists, so they can never become a record: Hydra prints its own
+few-line message, naming the key or listing the options, and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from helpers import TINY, assert_schema_valid, run_script
+from paramcorr.backbones import save_checkpoint
+from paramcorr.job import run_job
+from paramcorr.record import read_record
+
+# Hydra's own composition error text ends with this hint; it is not a Python traceback.
+HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
+
+
+def failed(cfg, out: Path) -> str:
+    """Run ``cfg`` and return the ``error`` of its ``failed`` record (also read back)."""
+    record = run_job(cfg, out)
+    assert record["status"] == "failed", record
+    on_disk = read_record(out / "result.json")
+    assert on_disk is not None and on_disk["error"] == record["error"]
+    error = record["error"]
+    assert isinstance(error, str) and error and "\n" not in error, error
+    assert "Traceback" not in error and "error.log" not in error, error  # a UserError
+    return error
+
+
+def make_tree(root: Path, splits=("train",), classes=("cat", "dog"), n: int = 6) -> Path:
+    """A tiny ImageFolder tree of 16x16 PNGs."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def folder_config(train_config, root: Path, *extra: str):
+    return train_config("data=imagefolder", f"data.root={root}", "data.classes=null",
+                        "data.image_size=32", "data.num_workers=0", *extra)
+
+
+# --- backbone and weights ----------------------------------------------------------------
+
+
+def test_misspelt_backbone_names_the_closest_timm_models(train_config, tmp_path):
+    error = failed(train_config("model.name=resnet5O"), tmp_path / "job")
+    assert error.startswith("unknown backbone 'resnet5O'")
+    assert "resnet50" in error
+
+
+def test_missing_weights_file_lists_the_accepted_values(train_config, tmp_path):
+    error = failed(train_config("model.weights=/no/such/file"), tmp_path / "job")
+    assert "weights file not found: /no/such/file" in error
+    assert "model.weights=imagenet" in error and "model.weights=random" in error
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "broken.safetensors"])
+def test_a_file_that_is_not_a_checkpoint(train_config, tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"hello\n" if name.endswith(".txt") else b"\xff" * 100)
+    error = failed(train_config(f"model.weights={path}"), tmp_path / "job")
+    assert error.startswith(f"cannot read weights file {path}: not a safetensors or torch "
+                            "checkpoint")
+    assert "model.weights=random" in error
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_weights_of_another_architecture_do_not_fit(train_config, tmp_path, suffix):
+    other = timm.create_model("test_efficientnet", num_classes=3)
+    path = tmp_path / f"effnet{suffix}"
+    if suffix == ".safetensors":
+        save_checkpoint(other, path, metadata={})
+    else:
+        torch.save(other.state_dict(), path)
+    error = failed(train_config(f"model.weights={path}"), tmp_path / "job")
+    assert f"weights file {path} does not fit test_resnet" in error
+    assert " missing, " in error and " unexpected, " in error
+    counts = [int(word) for word in error.split(": ", 1)[1].split() if word.isdigit()]
+    assert counts[0] > 0 and counts[1] > 0  # missing and unexpected key counts
+
+
+def _offline(monkeypatch, cache: Path) -> None:
+    """No route to the hub, whatever this machine has, and an empty hub cache."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def refuse(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_imagenet_weights_without_network_fail_fast(train_config, tmp_path, monkeypatch):
+    _offline(monkeypatch, tmp_path / "hub")
+    started = time.perf_counter()
+    error = failed(train_config("model.weights=imagenet"), tmp_path / "job")
+    # huggingface_hub would retry ~25 s per file (two files) before giving up.
+    assert time.perf_counter() - started < 15
+    assert error.startswith("could not download ImageNet weights for test_resnet")
+    assert "unreachable" in error
+    assert "model.weights=<path>" in error and "model.weights=random" in error
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE is False  # offline mode only while creating the model
+
+
+def test_imagenet_weights_in_the_hub_cache_load_without_network(tmp_path, monkeypatch):
+    from paramcorr.backbones import create_backbone
+
+    cache = tmp_path / "hub"
+    _offline(monkeypatch, cache)
+    repo = cache / "models--timm--test_resnet.r160_in1k"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    torch.manual_seed(7)
+    source = timm.create_model("test_resnet")
+    save_checkpoint(source, repo / "snapshots" / commit / "model.safetensors", metadata={})
+    model = create_backbone("test_resnet", "imagenet", num_classes=5)
+    assert torch.equal(model.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
+    assert model.get_classifier().out_features == 5
+
+
+# --- optimizer, freezing, input size -------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf"])
+def test_non_positive_learning_rate_is_rejected_before_training(train_config, tmp_path, value):
+    record = run_job(train_config(f"optimizer.lr={value}"), tmp_path / "job")
+    assert record["status"] == "failed"
+    assert record["error"].startswith("optimizer.lr=")
+    assert "must be a positive finite number" in record["error"]
+    assert record["params"] is None  # rejected before a model was even built
+    assert record["timing"]["fit_s"] == 0.0
+    json.loads((tmp_path / "job" / "result.json").read_text())  # valid JSON (no NaN)
+
+
+def test_partial_freeze_beyond_the_backbones_stages(train_config, tmp_path):
+    error = failed(train_config("freeze=partial", "freeze.stages=99"), tmp_path / "job")
+    assert error.startswith("test_resnet has 6 stages")
+    assert "freeze.stages must be in 0..5, got 99" in error
+
+
+def test_input_too_small_for_the_backbone_names_its_minimum(train_config, tmp_path):
+    cfg = train_config("model=inception_v3", "model.weights=random", "data.image_size=32")
+    error = failed(cfg, tmp_path / "job")
+    assert error.startswith("inception_v3 cannot take 32px input")
+    assert "the minimum size for inception_v3 is 75px" in error
+    assert "data.image_size=75" in error
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classes", ["data.classes=null", "data.classes=[a,b]"])
+def test_missing_imagefolder_root(train_config, tmp_path, classes):
+    error = failed(folder_config(train_config, tmp_path / "missing", classes), tmp_path / "job")
+    assert error == f"data.root not found: {tmp_path / 'missing'}"
+
+
+def test_imagefolder_without_root_or_train_dir(train_config, tmp_path):
+    error = failed(train_config("data=imagefolder", "data.classes=null"), tmp_path / "a")
+    assert error == "data=imagefolder needs data.root=<dir with train/ (and val/, test/)>"
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    error = failed(folder_config(train_config, tmp_path / "images"), tmp_path / "b")
+    assert error.startswith(f"no train/ dir in data.root={tmp_path / 'images'}")
+
+
+def test_empty_class_dir_is_named(train_config, tmp_path):
+    root = make_tree(tmp_path / "images")
+    (root / "train" / "empty").mkdir()
+    error = failed(folder_config(train_config, root), tmp_path / "job")
+    assert f"class dir(s) ['empty'] under {root / 'train'} hold no readable image" in error
+
+
+def test_a_single_class_is_not_a_classifier(train_config, tmp_path):
+    root = make_tree(tmp_path / "images", classes=("only",))
+    error = failed(folder_config(train_config, root), tmp_path / "job")
+    assert f"{root / 'train'} has 1 class dir(s) ['only']" in error
+    assert "at least two" in error
+
+
+@pytest.mark.parametrize("split", ["val", "test", "gen"])
+def test_split_class_names_that_differ_from_train(train_config, tmp_path, split):
+    root = make_tree(tmp_path / "images", splits=("train",))
+    other = root / split if split != "gen" else tmp_path / "shifted"
+    make_tree(other.parent, splits=(other.name,), classes=("cat", "fox"))
+    extra = [f"data.generalization_root={other}"] if split == "gen" else []
+    error = failed(folder_config(train_config, root, *extra), tmp_path / "job")
+    assert f"({other}) differ from train/: missing ['dog'], extra ['fox']" in error
+
+
+@pytest.mark.parametrize("bad", ["zero.png", "text.jpg"])
+def test_unreadable_image_is_named_and_can_be_skipped(train_config, tmp_path, bad):
+    root = make_tree(tmp_path / "images")
+    path = root / "train" / "dog" / bad
+    path.write_bytes(b"" if bad == "zero.png" else b"this is not an image\n")
+    error = failed(folder_config(train_config, root), tmp_path / "job")
+    assert error.startswith(f"unreadable image {path}")
+    assert "data.on_bad_image=skip" in error
+
+    record = run_job(folder_config(train_config, root, "data.on_bad_image=skip"),
+                     tmp_path / "skip")
+    assert record["status"] == "completed", record["error"]
+    assert record["data"]["bad_images_skipped"] == 1
+    assert record["data"]["train"] + record["data"]["val"] + record["data"]["test"] == 12
+
+
+def test_batch_larger_than_the_training_split_works(train_config, tmp_path):
+    cfg = train_config("freeze=none", "data.classes=[5,6]", "data.batch_size=100000",
+                       "data.eval_batch_size=100000")
+    record = run_job(cfg, tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    assert_schema_valid(record)
+
+
+def test_zero_epochs_evaluates_the_untrained_model(train_config, tmp_path):
+    record = run_job(train_config("trainer.max_epochs=0"), tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    assert record["run"]["epochs"] == 0
+    assert record["timing"]["train_samples_per_s"] == 0.0
+    assert_schema_valid(record)
+
+
+# --- analysis ----------------------------------------------------------------------------
+
+
+def test_analysis_of_a_dir_without_records_says_so(tmp_path):
+    (tmp_path / "sweep" / "job").mkdir(parents=True)
+    done = run_script("analyze.py", str(tmp_path / "sweep"), "--out", str(tmp_path / "out"),
+                      cwd=tmp_path, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"error: no readable result.json found under {tmp_path / 'sweep'}; "
+        "check the path points at a sweep directory"]
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_analysis_reads_what_it_can_and_counts_future_records(tmp_path):
+    from analysis_fixtures import make_record
+    from analysis_fixtures import write_record as put
+
+    sweep = tmp_path / "sweep"
+    for i, model in enumerate(["resnet50", "vgg16", "densenet121", "mobilenetv2_100"]):
+        record = make_record(model=model, freeze="none", seed=i,
+                             metrics=dict.fromkeys(("test_acc", "test_f1"), 0.5 + i / 10))
+        put(sweep / f"job{i}", record)
+    put(sweep / "future", {**make_record(), "schema": 2})
+    put(sweep / "half", '{"schema": 1, "status": "comp')
+    done = run_script("analyze.py", str(sweep), "--out", str(tmp_path / "out"), "--n-boot", "0",
+                      "-q", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "6 result.json read: 4 records" in done.stdout
+    assert "2 skipped (1 future schema, 1 invalid JSON)" in done.stdout
+    rows = (tmp_path / "out" / "runs.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4
+
+
+# --- what a user sees from the command line ----------------------------------------------
+
+
+def assert_one_line_error(done, *expected: str) -> str:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cli_bad_learning_rate_is_one_line_without_traceback(tmp_path):
+    done = run_script("train.py", *TINY, "optimizer.lr=0", cwd=tmp_path, timeout=300)
+    assert_one_line_error(done, "error: optimizer.lr=0.0 must be a positive finite number")
+    record = json.loads(next((tmp_path / "outputs").rglob("result.json")).read_text())
+    assert record["status"] == "failed" and record["run"]["lr"] == 0.0
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model=nosuchnet", ["Could not find 'model/nosuchnet'", "Available options in 'model'",
+                         "\ttest_resnet"]),
+    ("optimizer.lr=abc", ["Error merging override optimizer.lr=abc",
+                          "could not be converted to Float", "full_key: optimizer.lr"]),
+    ("lr=abc", ["Error merging override lr=abc", "full_key: lr"]),
+])
+def test_cli_hydra_composition_errors_are_short_and_without_traceback(tmp_path, override,
+                                                                      expected):
+    done = run_script("train.py", "experiment=smoke", override, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    assert HYDRA_HINT in done.stderr
+    # A few lines of message; the rest is Hydra's tab-indented list of options/search path.
+    assert len([x for x in done.stderr.strip().splitlines() if x and x[0] != "\t"]) <= 6
+    assert not (tmp_path / "outputs").exists() or not list(
+        (tmp_path / "outputs").rglob("result.json"))  # no job, so no record
+
+
+def test_multirun_with_an_unknown_option_stops_before_any_job(tmp_path):
+    # Hydra composes every job of the batch before launching one: nothing runs, nothing is
+    # half done, and the same message as for a single run names the option.
+    done = run_script("train.py", "-m", "experiment=smoke", "model=test_resnet,nosuchnet",
+                      cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    assert "Could not find 'model/nosuchnet'" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.name=resnet5O", ["error: unknown backbone 'resnet5O'", "resnet50"]),
+    ("data=imagefolder data.root=/missing", ["error: data.root not found: /missing"]),
+    ("freeze=partial freeze.stages=99", ["error: test_resnet has 6 stages",
+                                         "freeze.stages must be in 0..5"]),
+])
+def test_cli_job_errors_are_one_line_without_traceback(tmp_path, override, expected):
+    done = run_script("train.py", *TINY, *override.split(), cwd=tmp_path, timeout=300)
+    assert_one_line_error(done, *expected)
+
+
+@pytest.mark.slow
+def test_cli_imagenet_offline_fails_fast_without_hf_hub_offline(tmp_path):
+    # A hub endpoint nothing listens on, and an empty cache: offline on any machine.
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": "", "https_proxy": "", "ALL_PROXY": "",
+           "all_proxy": ""}
+    started = time.perf_counter()
+    done = run_script("train.py", *TINY, "model.weights=imagenet", cwd=tmp_path, timeout=300,
+                      env=env)
+    # huggingface_hub alone retries for ~47 s; the probe makes it a few seconds of startup.
+    assert time.perf_counter() - started < 40
+    assert_one_line_error(done, "error: could not download ImageNet weights for test_resnet",
+                          "127.0.0.1 unreachable", "model.weights=random")
+
+
+@pytest.mark.slow
+def test_strict_shows_the_traceback(tmp_path):
+    done = run_script("train.py", *TINY, "optimizer.lr=0", "strict=true", cwd=tmp_path,
+                      timeout=300, env={"HYDRA_FULL_ERROR": "1"})
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and "UserError" in done.stderr
+
+
+@pytest.mark.slow
+def test_multirun_with_one_bad_job_goes_on(tmp_path):
+    done = run_script("train.py", "-m", *TINY, "name=bad", "freeze=base", "optimizer=adam",
+                      "optimizer.lr=1e-3,0,1e-2", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweep = tmp_path / "outputs" / "multirun" / "bad"
+    found = {p.parent.name: json.loads(p.read_text()) for p in sweep.rglob("result.json")}
+    assert len(found) == 3
+    by_lr = {r["run"]["lr"]: r for r in found.values()}
+    assert by_lr[0.0]["status"] == "failed"
+    assert by_lr[0.0]["error"].startswith("optimizer.lr=0.0 must be a positive finite number")
+    assert by_lr[1e-3]["status"] == by_lr[1e-2]["status"] == "completed"
+    assert "[3/3]" in done.stdout + done.stderr

@@ -1,0 +1,319 @@
+"""Faults: divergence, kill -9, out of memory, many jobs in one process, crashes mid-write,
+and files that would run code. Each test shows that nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from helpers import ROOT, assert_schema_valid, run_script
+from paramcorr import record as record_module
+from paramcorr.backbones import save_checkpoint
+from paramcorr.job import run_job
+from paramcorr.record import read_record, write_record
+
+DIVERGE = ("freeze=none", "optimizer=sgd", "optimizer.lr=1e6")
+
+
+def records(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.rglob("result.json")}
+
+
+# --- divergence ---------------------------------------------------------------------------
+
+
+def test_non_finite_loss_gives_a_diverged_record_that_is_kept(train_config, tmp_path):
+    cfg = train_config(*DIVERGE)
+    out = tmp_path / "job"
+    record = run_job(cfg, out)
+    assert record["status"] == "diverged" and record["error"] is None
+    assert_schema_valid(record)
+    assert record["metrics"]["train_loss"] is None  # NaN is stored as null
+    assert 0.0 <= record["metrics"]["test_acc"] <= 1.0  # metrics so far are kept
+    assert json.loads((out / "result.json").read_text())["status"] == "diverged"
+    # A diverged run is an outcome, not an error: re-running the sweep does not repeat it.
+    assert run_job(cfg, out).get("skipped") is True
+
+
+@pytest.mark.slow
+def test_diverged_jobs_do_not_stop_the_sweep_and_are_analysed(tmp_path):
+    from paramcorr.analysis import run_analysis
+
+    done = run_script("train.py", "-m", "experiment=smoke", "name=div",
+                      "model=test_resnet,test_efficientnet", "freeze=none", "optimizer=sgd",
+                      "optimizer.lr=1e-2,1e6", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweep = tmp_path / "outputs" / "multirun" / "div"
+    found = records(sweep)
+    assert len(found) == 4
+    by_status = sorted((r["run"]["lr"], r["status"]) for r in found.values())
+    assert by_status == [(1e-2, "completed")] * 2 + [(1e6, "diverged")] * 2
+
+    result = run_analysis([sweep], tmp_path / "analysis", n_boot=0)
+    assert (result.n_completed, result.n_diverged, result.n_used) == (2, 2, 4)
+    import pandas as pd
+
+    runs = pd.read_csv(tmp_path / "analysis" / "runs.csv")
+    assert sorted(runs["status"]) == ["completed"] * 2 + ["diverged"] * 2
+    corr = pd.read_csv(tmp_path / "analysis" / "correlations.csv")
+    all_scope = corr[(corr["scope"] == "all") & (corr["method"] == "pearson")].set_index("y")
+    assert all_scope.loc["test_acc", "n"] == 4  # diverged runs are outcomes
+    assert all_scope.loc["train_loss", "n"] == 2  # ...where their metric is a number
+
+
+# --- kill -9 and resume -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_mid_sweep_then_rerun_finishes_exactly_once(tmp_path):
+    sweep = tmp_path / "outputs" / "multirun" / "smoke"
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "experiment=smoke"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            # At least two jobs done and the next one started (its dir has .hydra/, no record).
+            while len(list(sweep.rglob("result.json"))) < 2 or not _running_job(sweep):
+                assert proc.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "sweep too slow to reach 2 records"
+                time.sleep(0.05)
+            time.sleep(0.1)  # into the job (a smoke job takes about a second)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    before = {name: r["config_hash"] for name, r in records(sweep).items()}
+    assert 2 <= len(before) < 8
+    interrupted = _running_job(sweep)
+    assert len(interrupted) == 1  # the job that was running when the kill came
+    # What a kill during an atomic write would leave behind: the job's own temp file.
+    (interrupted[0] / ".result.json.k1ll3d.tmp").write_text('{"schema": 1, "sta')
+
+    again = run_script("train.py", "-m", "experiment=smoke", cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    output = again.stdout + again.stderr
+    assert output.count("skip (already completed)") == len(before)
+    after = records(sweep)
+    assert len(after) == 8
+    for name, record in after.items():
+        assert record["status"] == "completed", (name, record["error"])
+        assert_schema_valid(record)
+        if name in before:  # completed jobs were skipped, not run again
+            assert record["config_hash"] == before[name] and "skipped" not in record
+    assert len({r["config_hash"] for r in after.values()}) == 8  # one record per config
+    assert sorted(p.name for p in sweep.rglob("result*")) == ["result.json"] * 8
+    assert not list(sweep.rglob("*.tmp"))
+    assert after[interrupted[0].name]["status"] == "completed"
+
+
+def _running_job(sweep: Path) -> list[Path]:
+    """Job dirs Hydra has set up (``.hydra/``) that hold no record yet."""
+    return [p.parent for p in sweep.glob("*/.hydra") if not (p.parent / "result.json").exists()]
+
+
+def test_a_job_removes_temp_files_a_killed_attempt_left(train_config, tmp_path):
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / ".result.json.abc123.tmp").write_text('{"schema": 1, "st')
+    (out / ".model.xyz.tmp").write_bytes(b"\0" * 10)
+    record = run_job(train_config(), out)
+    assert record["status"] == "completed"
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+# --- out of memory -------------------------------------------------------------------------
+
+
+def test_out_of_memory_fails_with_a_batch_size_hint_and_the_next_job_runs(
+        train_config, tmp_path, monkeypatch):
+    from paramcorr.classifier import ClassifierModule
+
+    def oom(self, batch, batch_idx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "training_step", oom)
+        record = run_job(train_config("freeze=none", "data.batch_size=32"), tmp_path / "a")
+    assert record["status"] == "failed"
+    assert record["error"] == ("out of memory at data.batch_size=32; lower data.batch_size "
+                               "(or data.image_size)")
+    assert record["params"]["trainable"] > 0  # what was established before is kept
+    assert read_record(tmp_path / "a" / "result.json")["status"] == "failed"
+    # The next job of the sweep, same process: it runs normally.
+    after = run_job(train_config("freeze=none"), tmp_path / "b")
+    assert after["status"] == "completed", after["error"]
+
+
+@pytest.mark.slow
+def test_many_jobs_in_one_process_do_not_grow_memory(tmp_path):
+    """72 jobs in one process: RSS after the last within 20% of RSS after the sixth."""
+    script = tmp_path / "many.py"
+    script.write_text(textwrap.dedent(f"""
+        import gc, itertools, json, sys
+        import psutil, torch
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from helpers import compose_config
+        from paramcorr.config import register_schemas
+        from paramcorr.job import run_job
+        torch.set_num_threads(1)
+        register_schemas()
+        grid = list(itertools.product(["test_resnet", "test_efficientnet"], ["base", "none"],
+                                      ["adam", "sgd"], ["1e-2", "1e-3", "1e-4"]))
+        out, rss, statuses = {str(tmp_path)!r}, {{}}, []
+        for i in range(72):
+            model, freeze, opt, lr = grid[i % len(grid)]
+            cfg = compose_config("train", ["experiment=smoke", f"model={{model}}",
+                                 f"freeze={{freeze}}", f"optimizer={{opt}}", f"lr={{lr}}",
+                                 f"seed={{i // len(grid)}}", "trainer.limit_train_batches=1",
+                                 "trainer.limit_val_batches=1",
+                                 f"paths.cache_dir={{out}}/cache"], f"{{out}}/jobs/{{i}}")
+            statuses.append(run_job(cfg, f"{{out}}/jobs/{{i}}")["status"])
+            if i + 1 in (6, 72):
+                gc.collect()
+                rss[i + 1] = psutil.Process().memory_info().rss
+        print(json.dumps({{"rss": rss, "statuses": statuses}}))
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["statuses"] == ["completed"] * 72
+    rss6, rss72 = result["rss"]["6"], result["rss"]["72"]
+    print(f"RSS after job 6: {rss6 / 2**20:.0f} MiB, after job 72: {rss72 / 2**20:.0f} MiB")
+    assert rss72 <= 1.2 * rss6, f"RSS grew from {rss6 / 2**20:.0f} MiB to {rss72 / 2**20:.0f} MiB"
+
+
+# --- crash while writing a record ------------------------------------------------------------
+
+
+OLD = {"schema": 1, "status": "completed", "config_hash": "old"}
+NEW = {"schema": 1, "status": "completed", "config_hash": "new", "metrics": {"x": 1.0}}
+
+
+def _crash_in_dump(obj, handle, **kwargs):
+    handle.write('{"schema": 1, "status": "compl')  # half a record, then the crash
+    handle.flush()
+    raise OSError(28, "No space left on device")
+
+
+def _crash_in_replace(src, dst):
+    raise OSError(5, "Input/output error")
+
+
+@pytest.mark.parametrize("crash", [("json", "dump", _crash_in_dump),
+                                   ("os", "replace", _crash_in_replace)],
+                         ids=["mid-dump", "at-rename"])
+@pytest.mark.parametrize("had_old", [True, False], ids=["old-record", "no-record"])
+def test_crash_while_writing_leaves_old_record_or_none(tmp_path, monkeypatch, crash, had_old):
+    path = tmp_path / "result.json"
+    if had_old:
+        write_record(path, OLD)
+    module, name, fault = crash
+    monkeypatch.setattr(getattr(record_module, module), name, fault)
+    with pytest.raises(OSError):
+        write_record(path, NEW)
+    monkeypatch.undo()
+    assert read_record(path) == (OLD if had_old else None)
+    if not had_old:
+        assert not path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["result.json"] if had_old else [])
+    write_record(path, NEW)  # and the next write works
+    assert read_record(path) == NEW
+
+
+# --- files that could run code ----------------------------------------------------------------
+
+
+class _RunsCode:
+    """Unpickling this would create ``marker``: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _malicious_checkpoint(path: Path, marker: Path) -> Path:
+    state = dict(timm.create_model("test_resnet", num_classes=5).state_dict())
+    state["payload"] = _RunsCode(marker)
+    torch.save(state, path)
+    return path
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(train_config, tmp_path):
+    marker = tmp_path / "pwned"
+    path = _malicious_checkpoint(tmp_path / "weights.pth", marker)
+    record = run_job(train_config(f"model.weights={path}"), tmp_path / "job")
+    assert record["status"] == "failed"
+    assert record["error"].startswith(f"refusing to load {path}: it is a pickle that needs "
+                                      "code to run")
+    assert "(it would call io.open)" in record["error"] and "safetensors" in record["error"]
+    assert not marker.exists()
+
+
+def test_plain_state_dict_and_safetensors_checkpoints_load(train_config, tmp_path):
+    model = timm.create_model("test_resnet", num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "plain.pth")
+    save_checkpoint(model, tmp_path / "safe.safetensors", metadata={})
+    for name in ("plain.pth", "safe.safetensors"):
+        record = run_job(train_config(f"model.weights={tmp_path / name}"), tmp_path / name[:4])
+        assert record["status"] == "completed", record["error"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
+def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, damage):
+    cache = tmp_path / "cache"
+    common = ("freeze=base", f"paths.cache_dir={cache}")
+    first = run_job(train_config(*common), tmp_path / "first")
+    assert first["feature_cache"]["hit"] is False
+    entry = cache / "features" / f"{first['feature_cache']['key']}.safetensors"
+    good = entry.read_bytes()
+    assert run_job(train_config(*common, "lr=1e-2"), tmp_path / "hit")["feature_cache"]["hit"]
+
+    marker = tmp_path / "pwned"
+    if damage == "truncated":
+        entry.write_bytes(good[: len(good) // 2])
+    elif damage == "garbage":
+        entry.write_bytes(b"\x00" * 64 + good[64:])
+    else:  # a pickle under the entry's name: safetensors never unpickles
+        torch.save({"train.features": _RunsCode(marker)}, entry)
+    again = run_job(train_config(*common, "lr=1e-4"), tmp_path / "again")
+    assert again["status"] == "completed", again["error"]
+    assert again["feature_cache"] == {"key": first["feature_cache"]["key"], "hit": False}
+    assert not marker.exists()
+    rewritten = load_file(str(entry))  # the entry is whole again
+    assert {"train.features", "val.features", "test.features"} <= set(rewritten)
+    for key in METRICS_SAME_FEATURES:
+        assert again["metrics"][key] is not None
+    assert not list((cache / "features").glob("*.tmp")) and not list(
+        (cache / "features").glob(".*.tmp"))
+
+
+METRICS_SAME_FEATURES = ("train_acc", "test_acc", "gen_acc")
+
+
+def test_best_epoch_checkpoint_reads_back_without_unpickling_code(train_config, tmp_path):
+    record = run_job(train_config("eval_weights=best", "freeze=none", "trainer.max_epochs=2"),
+                     tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    assert record["evaluated_epoch"] == "best"
+
+
+def test_records_are_json_only(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text("{'schema': 1}")  # a Python literal, not JSON: never eval'd
+    assert read_record(path) is None

@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     common = ["data=digits", f"model={args.model}", "model.weights=random", "freeze=base",
               f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false",
-              "logger=null", "trainer.accelerator=cpu"]
+              "~logger", "trainer.accelerator=cpu"]
     single = {"uncached": [], "cold": [], "warm": []}
     six = {"uncached": [], "cached": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -63,7 +63,7 @@ def main() -> None:
     overrides = ["data=digits", f"model={args.model}", "model.weights=random", "freeze=none",
                  "optimizer=adam", f"trainer.max_epochs={args.epochs}",
                  "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-                 "trainer.accelerator=cpu", "logger=null"]
+                 "trainer.accelerator=cpu", "~logger"]
     ours, plain = [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -11,7 +11,6 @@ import difflib
 import functools
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from paramcorr.atomic import atomic_path
 from paramcorr.errors import UserError
 
 WEIGHT_CHOICES = "model.weights=imagenet, model.weights=random or model.weights=<checkpoint path>"
@@ -238,14 +238,7 @@ def check_input_size(model: nn.Module, name: str, size: int) -> None:
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Atomically write ``model``'s state_dict as safetensors."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomically write ``model``'s state_dict as safetensors (timm-compatible)."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
 
+from paramcorr.atomic import atomic_path
 from paramcorr.data import SPLITS, DataSplits, make_loader
 
 log = logging.getLogger(__name__)
@@ -111,17 +110,6 @@ def load_or_compute(model: nn.Module, splits: DataSplits, key: str, cache_dir: P
     for split, (features, labels) in result.items():
         tensors[f"{split}.features"] = features.contiguous()
         tensors[f"{split}.labels"] = labels.contiguous()
-    _write_atomically(path, tensors)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
     return result, False
-
-
-def _write_atomically(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -6,11 +6,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from paramcorr.atomic import atomic_path
 
 SCHEMA = 1
 RECORD_NAME = "result.json"
@@ -76,18 +77,11 @@ def build_record(*, status: str, run: dict[str, Any], params: dict[str, int] | N
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` so that ``path`` holds either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(record, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def remove_stale_temps(directory: Path) -> int:

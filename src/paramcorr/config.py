@@ -135,11 +135,12 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="pretrain_schema", node=PretrainConfig)
-    store.store(group="data", name="data_schema", node=DataConfig)
-    store.store(group="model", name="model_schema", node=ModelConfig)
-    store.store(group="freeze", name="freeze_schema", node=FreezeConfig)
-    store.store(group="optimizer", name="adam_schema", node=AdamConfig)
-    store.store(group="optimizer", name="sgd_schema", node=SGDConfig)
+    # Under schema/, not in the groups themselves, so they are not listed as choices.
+    store.store(group="schema/data", name="data", node=DataConfig)
+    store.store(group="schema/model", name="model", node=ModelConfig)
+    store.store(group="schema/freeze", name="freeze", node=FreezeConfig)
+    store.store(group="schema/optimizer", name="adam", node=AdamConfig)
+    store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
 
 
 def _require(ok: bool, message: str) -> None:

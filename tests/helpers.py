@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from paramcorr.entry import compose_config  # noqa: F401 - re-exported for the tests
 from paramcorr.record import METRIC_KEYS
 
@@ -46,3 +49,21 @@ def assert_schema_valid(record: dict) -> None:
         assert all(isinstance(m[k], float) and math.isfinite(m[k]) for k in METRIC_KEYS)
         assert math.isclose(m["gap_acc"], m["train_acc"] - m["test_acc"], abs_tol=1e-12)
         assert math.isclose(m["gap_loss"], m["test_loss"] - m["train_loss"], abs_tol=1e-12)
+
+
+def make_tree(root: Path, splits=("train",), classes=("cat", "dog"), n: int = 6) -> Path:
+    """A tiny ImageFolder tree of 16x16 PNGs."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def folder_config(train_config, root: Path, *extra: str):
+    return train_config("data=imagefolder", f"data.root={root}", "data.classes=null",
+                        "data.image_size=32", "data.num_workers=0", *extra)

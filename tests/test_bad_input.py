@@ -13,13 +13,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 
-from helpers import TINY, assert_schema_valid, run_script
+from helpers import TINY, assert_schema_valid, folder_config, make_tree, run_script
 from paramcorr.backbones import save_checkpoint
 from paramcorr.job import run_job
 from paramcorr.record import read_record
@@ -38,24 +36,6 @@ def failed(cfg, out: Path) -> str:
     assert isinstance(error, str) and error and "\n" not in error, error
     assert "Traceback" not in error and "error.log" not in error, error  # a UserError
     return error
-
-
-def make_tree(root: Path, splits=("train",), classes=("cat", "dog"), n: int = 6) -> Path:
-    """A tiny ImageFolder tree of 16x16 PNGs."""
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for name in classes:
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
-def folder_config(train_config, root: Path, *extra: str):
-    return train_config("data=imagefolder", f"data.root={root}", "data.classes=null",
-                        "data.image_size=32", "data.num_workers=0", *extra)
 
 
 # --- backbone and weights ----------------------------------------------------------------

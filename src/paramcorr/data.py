@@ -169,22 +169,36 @@ def _image_is_readable(path: str) -> bool:
         return False
 
 
+# Scans done in this process, by the files' names, sizes and mtimes: the jobs of a sweep
+# read the same folders, and decoding-checking every image once per job would dominate.
+_SCANS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
+
+
 def _scan_images(root: Path, class_names: list[str], policy: str) -> tuple[set[str], int]:
     """Readable image files under ``root``; a bad one is an error naming it, or skipped."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
+    from tqdm.auto import tqdm
 
     files = sorted(
         str(p) for c in class_names for p in (root / c).rglob("*")
         if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
     )
-    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
-        readable = list(pool.map(_image_is_readable, files))
-    bad = [f for f, ok in zip(files, readable, strict=True) if not ok]
+    signature = hashlib.sha256(json.dumps(
+        [(f, (st := os.stat(f)).st_size, st.st_mtime_ns) for f in files]).encode()).hexdigest()
+    if signature not in _SCANS:
+        with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
+            readable = list(tqdm(pool.map(_image_is_readable, files), total=len(files),
+                                 desc=f"checking images in {root}", leave=False,
+                                 disable=len(files) < 5000))
+        _SCANS[signature] = (
+            frozenset(f for f, ok in zip(files, readable, strict=True) if ok),
+            tuple(f for f, ok in zip(files, readable, strict=True) if not ok))
+    good, bad = _SCANS[signature]
     if bad and policy == "error":
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise UserError(f"unreadable image {bad[0]}{more}; remove it or set "
                         "data.on_bad_image=skip to skip and count such files")
-    return {f for f, ok in zip(files, readable, strict=True) if ok}, len(bad)
+    return set(good), len(bad)
 
 
 def _class_dirs(root: Path) -> list[str]:

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from paramcorr.atomic import atomic_path
 from paramcorr.data import SPLITS, DataSplits, make_loader
@@ -72,7 +73,9 @@ def _compute(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     features, labels = [], []
     with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                                 enabled=autocast_dtype is not None):
-        for x, y in loader:
+        # A big ImageFolder through a large backbone takes a while: show it.
+        for x, y in tqdm(loader, desc="computing frozen features", leave=False,
+                         disable=len(loader) < 50):
             x = x.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset, TensorDataset
 
 from paramcorr import backbones, depth, feature_cache, freezing, loggers
 from paramcorr.config import validate
@@ -142,12 +143,19 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) -> None:
-    import lightning as L
-    from hydra.utils import instantiate
+@dataclass
+class _Inputs:
+    """What the classifier trains and is evaluated on: images, or cached frozen features."""
 
-    from paramcorr.classifier import ClassifierModule
-    from paramcorr.evaluation import evaluate
+    net: torch.nn.Module
+    strategy: str
+    train: Dataset
+    evaluate: dict[str, Dataset]
+
+
+def _build(cfg: DictConfig, progress: _Progress) -> tuple[torch.nn.Module, DataSplits]:
+    """Backbone (weights, head for the classes), data for its input size, freeze, counts."""
+    import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     num_classes = count_classes(cfg.data)
@@ -165,12 +173,16 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
                               "gen": len(splits.gen) if splits.gen is not None else 0,
                               "bad_images_skipped": splits.bad_images_skipped,
                               "notes": splits.notes}
-
-    strategy = cfg.freeze.strategy
-    freezing.apply_freeze(model, strategy, cfg.freeze.stages, cfg.model.name)
+    freezing.apply_freeze(model, cfg.freeze.strategy, cfg.freeze.stages, cfg.model.name)
     progress.run["num_groups"] = freezing.number_of_groups(model)
-    counts = freezing.count_parameters(model)
-    progress.params = counts.as_dict()
+    progress.params = freezing.count_parameters(model).as_dict()
+    return model, splits
+
+
+def _make_trainer(cfg: DictConfig, output_dir: Path) -> tuple[Any, Any, Any]:
+    """The Lightning Trainer, its logger, and the best-epoch checkpoint (eval_weights=best)."""
+    import lightning as L
+    from hydra.utils import instantiate
 
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     callbacks: list[Any] = []
@@ -186,52 +198,83 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
     logger = instantiate(cfg.logger) if cfg.logger else False
     trainer = L.Trainer(**trainer_kwargs, logger=logger, callbacks=callbacks,
                         default_root_dir=str(output_dir))
+    return trainer, logger, checkpoint
+
+
+def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progress: _Progress,
+            device: torch.device, autocast: torch.dtype | None, channels_last: bool) -> _Inputs:
+    """Images through the model, or (freeze=base, cache on) features through the head."""
+    use_cache = _wants_cache(cfg, splits, model)
+    progress.extra["cached_features"] = use_cache
+    if not use_cache:
+        evaluate = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
+        if splits.gen is not None:
+            evaluate["gen"] = splits.gen
+        return _Inputs(model, cfg.freeze.strategy, splits.train, evaluate)
+    started = time.perf_counter()
+    model.to(device)
+    key = feature_cache.cache_key(
+        cfg.model.name,
+        feature_cache.weights_identity(cfg.model.weights, cfg.seed,
+                                       model.pretrained_cfg.get("tag")),
+        splits.fingerprint, str(cfg.trainer.get("precision")))
+    features, hit = feature_cache.load_or_compute(
+        model, splits, key, Path(cfg.paths.cache_dir) / "features", cfg.data.eval_batch_size,
+        device, autocast, channels_last)
+    progress.timing["features_s"] = time.perf_counter() - started
+    progress.extra["feature_cache"] = {"key": key, "hit": hit}
+    datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
+    # The head has no train/eval behaviour of its own: nothing to hold frozen.
+    return _Inputs(model.get_classifier(), "none", datasets["train"], datasets)
+
+
+def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_classes: int,
+              device: torch.device, autocast: torch.dtype | None) -> dict[str, float]:
+    """Eval-mode metrics on every split, and the train-test gaps."""
+    from paramcorr.evaluation import evaluate
+
+    module.to(device).eval()
+    metrics: dict[str, float] = {}
+    for split, dataset in inputs.evaluate.items():
+        loader = make_loader(dataset, cfg.data.eval_batch_size, shuffle=False,
+                             num_workers=cfg.data.num_workers,
+                             pin_memory=device.type == "cuda")
+        result = evaluate(module, loader, num_classes, device, autocast)
+        metrics[f"{split}_acc"] = result["acc"]
+        metrics[f"{split}_loss"] = result["loss"]
+        if split in ("test", "gen"):
+            metrics[f"{split}_f1"] = result["f1"]
+    metrics["gap_acc"] = metrics["train_acc"] - metrics["test_acc"]
+    metrics["gap_loss"] = metrics["test_loss"] - metrics["train_loss"]
+    return metrics
+
+
+def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) -> None:
+    from hydra.utils import instantiate
+
+    from paramcorr.classifier import ClassifierModule
+
+    model, splits = _build(cfg, progress)
+    trainer, logger, checkpoint = _make_trainer(cfg, output_dir)
     device = trainer.strategy.root_device
-    autocast = _autocast_dtype(trainer_kwargs.get("precision"))
+    autocast = _autocast_dtype(cfg.trainer.get("precision"))
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    inputs = _inputs(cfg, model, splits, progress, device, autocast, channels_last)
 
-    use_cache = _wants_cache(cfg, splits, model)
-    progress.extra["cached_features"] = use_cache
-    batch, eval_batch = cfg.data.batch_size, cfg.data.eval_batch_size
-    pin = device.type == "cuda"
-    if use_cache:
-        started = time.perf_counter()
-        model.to(device)
-        key = feature_cache.cache_key(
-            cfg.model.name,
-            feature_cache.weights_identity(cfg.model.weights, cfg.seed,
-                                           model.pretrained_cfg.get("tag")),
-            splits.fingerprint, str(trainer_kwargs.get("precision")))
-        features, hit = feature_cache.load_or_compute(
-            model, splits, key, Path(cfg.paths.cache_dir) / "features", eval_batch, device,
-            autocast, channels_last)
-        progress.timing["features_s"] = time.perf_counter() - started
-        progress.extra["feature_cache"] = {"key": key, "hit": hit}
-        net = model.get_classifier()
-        module_strategy = "none"
-        datasets = {s: torch.utils.data.TensorDataset(*features[s]) for s in features}
-        train_set, eval_sets = datasets["train"], datasets
-    else:
-        net, module_strategy = model, strategy
-        train_set = splits.train
-        eval_sets = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
-        if splits.gen is not None:
-            eval_sets["gen"] = splits.gen
-    if cfg.compile:
-        net = torch.compile(net)
+    net = torch.compile(inputs.net) if cfg.compile else inputs.net
     module = ClassifierModule(net, instantiate(cfg.optimizer), splits.num_classes,
-                              strategy=module_strategy, channels_last=channels_last)
-    train_loader = make_loader(train_set, batch, shuffle=True, seed=cfg.seed,
+                              strategy=inputs.strategy, channels_last=channels_last)
+    progress.params["in_optimizer"] = sum(
+        p.numel() for p in module.net.parameters() if p.requires_grad)
+    pin = device.type == "cuda"
+    train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                num_workers=cfg.data.num_workers, pin_memory=pin)
-    val_loader = make_loader(eval_sets["val"], eval_batch, shuffle=False,
+    val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, pin_memory=pin)
-    in_optimizer = sum(p.numel() for p in module.net.parameters() if p.requires_grad)
-    progress.params["in_optimizer"] = in_optimizer
-
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     fit_s = time.perf_counter() - started
@@ -244,18 +287,8 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
         progress.extra["evaluated_epoch"] = "best"
 
     started = time.perf_counter()
-    module.to(device).eval()
-    for split, dataset in eval_sets.items():
-        loader = make_loader(dataset, eval_batch, shuffle=False,
-                             num_workers=cfg.data.num_workers, pin_memory=pin)
-        result = evaluate(module, loader, splits.num_classes, device, autocast)
-        progress.metrics[f"{split}_acc"] = result["acc"]
-        progress.metrics[f"{split}_loss"] = result["loss"]
-        if split in ("test", "gen"):
-            progress.metrics[f"{split}_f1"] = result["f1"]
-    metrics = progress.metrics
-    metrics["gap_acc"] = metrics["train_acc"] - metrics["test_acc"]
-    metrics["gap_loss"] = metrics["test_loss"] - metrics["train_loss"]
+    metrics = _evaluate(module, inputs, cfg, splits.num_classes, device, autocast)
+    progress.metrics.update(metrics)
     progress.timing["eval_s"] = time.perf_counter() - started
     progress.timing["peak_mem_mb"] = _peak_mem_mb(device)
     if any(metrics[k] != metrics[k] for k in ("train_loss", "test_loss")):
@@ -264,7 +297,6 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
     if cfg.save_weights:
         backbones.save_checkpoint(model.cpu(), output_dir / "model.safetensors",
                                   metadata={"architecture": cfg.model.name})
-    del module, model, net, trainer
 
 
 def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) -> bool:

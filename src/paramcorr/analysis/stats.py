@@ -486,6 +486,8 @@ def regression(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd
         if key not in designs:  # outcomes usually share rows: build each design once
             designs[key] = _regression_designs(sub, formula)
         interaction, cell_means, common, cells = designs[key]
+        if len(sub) <= cell_means.shape[1]:
+            continue  # no residual degrees of freedom: nothing to estimate an error from
         y = sub[metric].to_numpy(dtype=float)
         slopes_fit = sm.OLS(y, cell_means).fit()
         p_same = math.nan

@@ -47,10 +47,15 @@ def test_base_keeps_backbone_and_bn_statistics_bit_identical(train_config, start
     for key in backbone:
         assert torch.equal(before[key], after[key]), key
     assert after["fc.weight"].shape == (5, before["fc.weight"].shape[1])
-    # The head was trained: it differs from a fresh head with the same seed.
-    fresh = create_backbone("test_resnet", str(start_weights), 5)
-    assert not torch.equal(fresh.get_classifier().weight.detach() * 0 + after["fc.weight"],
-                           _fresh_head(cfg.seed, start_weights))
+    # The head was trained: it differs from the head the job started with, which a run of
+    # zero epochs with the same seed saves unchanged.
+    untrained_cfg = train_config(f"model.weights={start_weights}", "freeze=base",
+                                 "save_weights=true", "trainer.max_epochs=0")
+    untrained_dir = out.parent / "untrained"
+    assert run_job(untrained_cfg, untrained_dir)["status"] == "completed"
+    start_head = load_file(str(untrained_dir / "model.safetensors"))["fc.weight"]
+    assert torch.equal(start_head, _fresh_head(cfg.seed, start_weights))
+    assert not torch.equal(after["fc.weight"], start_head)
     assert_schema_valid(record)
     assert record["params"]["trainable"] == 5 * after["fc.weight"].shape[1] + 5
 

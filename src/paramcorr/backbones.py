@@ -129,13 +129,21 @@ def create_backbone(name: str, weights: str, num_classes: int, drop_rate: float 
     if not path.is_file():
         raise UserError(f"weights file not found: {path}; accepted values: {WEIGHT_CHOICES}")
     state = _checkpoint_state(path)
-    probe = timm.create_model(name, pretrained=False, **kwargs)
-    check_checkpoint_fits(probe, state, path, name)
-    del probe, state
     # timm drops the checkpoint's classifier when the class counts differ; force that by
     # declaring a class count no target uses, so the head is always fresh for the new task.
     overlay = dict(file=str(path.resolve()), num_classes=-1)
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay,
+                                  **kwargs)
+    except RuntimeError:
+        # A shape mismatch: say which keys do not fit, on a model built without the file.
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        check_checkpoint_fits(model, state, path, name)
+        raise
+    # timm loads non-strictly once the head is dropped: missing or unexpected keys are ours
+    # to refuse.
+    check_checkpoint_fits(model, state, path, name)
+    return model
 
 
 def _looks_like_network_error(err: BaseException) -> bool:

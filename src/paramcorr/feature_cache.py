@@ -10,6 +10,7 @@ entry and a reader never sees half a file; an entry that fails to load is recomp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -38,6 +39,13 @@ def weights_identity(weights: str, seed: int, pretrained_tag: str | None) -> str
 
 
 def file_digest(path: Path) -> str:
+    """Content hash of a weights file, computed once per version of the file per process."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

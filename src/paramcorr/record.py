@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,154 @@ def set_aside(path: Path, record: dict[str, Any]) -> Path:
                             f"{record.get('config_hash', 'unknown')}.json.old")
     os.replace(path, target)
     return target
+
+
+# --- the record type ----------------------------------------------------------------------
+# One definition of what a result.json holds, used by the job that writes it and by the
+# analysis that reads it. Reading validates every field the analysis relies on, so a foreign
+# or hand-edited file is skipped with a reason instead of failing the analysis.
+
+FINISHED_STATUSES = ("completed", "diverged")
+# Run axes whose values are numbers (or null); the rest are text (or null).
+NUMERIC_AXES = ("frozen_stages", "lr", "seed", "num_classes", "epochs", "batch_size",
+                "image_size", "num_groups")
+TEXT_AXES = ("model", "weights", "freeze", "optimizer", "dataset", "eval_weights")
+PARAM_KEYS = ("total", "trainable", "frozen")
+# Larger integers are not counts or axes of any run (and overflow numpy's int64).
+_MAX_INT = 2**53
+
+
+class RecordError(ValueError):
+    """A file that is not a usable run record; ``str(err)`` is the reason, one line."""
+
+
+@dataclass
+class RunRecord:
+    """One run's ``result.json`` (DESIGN.md, schema 1). ``extra`` holds any other top-level key."""
+
+    status: str
+    run: dict[str, Any]
+    params: dict[str, int] | None
+    metrics: dict[str, float | None]
+    timing: dict[str, float]
+    config_hash: str
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA
+
+    @property
+    def finished(self) -> bool:
+        """Completed or diverged: re-running the same config would only repeat it."""
+        return self.status in FINISHED_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, in DESIGN.md's key order; non-finite metrics become null."""
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {STATUSES}")
+        return {
+            "schema": self.schema,
+            "status": self.status,
+            "error": self.error,
+            "run": self.run,
+            "params": self.params,
+            "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
+            "timing": self.timing,
+            "config_hash": self.config_hash,
+            **{k: v for k, v in self.extra.items() if k not in _FIELDS},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRecord:
+        """Validate a parsed JSON object; raises :class:`RecordError` naming what is wrong."""
+        if not isinstance(data, dict):
+            raise RecordError("not a run record (not a JSON object)")
+        schema = data.get("schema")
+        if not _is_int(schema):
+            raise RecordError("not a run record (no integer 'schema')")
+        if schema > SCHEMA:
+            raise RecordError(f"future schema {schema} (this version reads {SCHEMA})")
+        if schema != SCHEMA:
+            raise RecordError(f"unknown schema {schema}")
+        status = data.get("status")
+        if status not in STATUSES:
+            raise RecordError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        run = _require_dict(data, "run")
+        if not isinstance(run.get("model"), str) or not run["model"]:
+            raise RecordError("run.model missing or not text")
+        for key in TEXT_AXES:
+            if run.get(key) is not None and not isinstance(run[key], str):
+                raise RecordError(f"run.{key} is {type(run[key]).__name__}, not text")
+        for key in NUMERIC_AXES:
+            if run.get(key) is not None and not _is_number(run[key]):
+                raise RecordError(f"run.{key}={_short(run[key])} is not a number")
+        params = data.get("params")
+        if params is not None:
+            params = _require_dict(data, "params")
+            for key in PARAM_KEYS:
+                if key not in params and status != "failed":
+                    raise RecordError(f"params.{key} missing")
+            for key, value in params.items():
+                if not _is_int(value) or value < 0:
+                    raise RecordError(f"params.{key}={_short(value)} is not a count")
+        elif status != "failed":
+            raise RecordError(f"params missing from a {status} record")
+        metrics = _require_dict(data, "metrics") if data.get("metrics") is not None else {}
+        for key, value in metrics.items():
+            if value is not None and not _is_number(value):
+                raise RecordError(f"metrics.{key}={_short(value)} is not a number")
+        timing = data.get("timing") or {}
+        if not isinstance(timing, dict):
+            raise RecordError("timing is not an object")
+        config_hash = data.get("config_hash")
+        if not isinstance(config_hash, str):
+            raise RecordError("config_hash missing or not text")
+        error = data.get("error")
+        if error is not None and not isinstance(error, str):
+            raise RecordError("error is not text")
+        return cls(status=status, run=run, params=params, metrics=metrics, timing=timing,
+                   config_hash=config_hash, error=error, schema=schema,
+                   extra={k: v for k, v in data.items() if k not in _FIELDS})
+
+
+_FIELDS = frozenset({"schema", "status", "error", "run", "params", "metrics", "timing",
+                     "config_hash"})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _MAX_INT
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _require_dict(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise RecordError(f"{key} missing or not an object")
+    return value
+
+
+def load_record(path: Path) -> RunRecord:
+    """The record at ``path``; raises :class:`RecordError` (the reason) if it is not usable."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except OSError as err:
+        raise RecordError(f"unreadable ({err.strerror or type(err).__name__})") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: corrupt or half-written
+        raise RecordError("invalid JSON") from err
+    return RunRecord.from_dict(data)
+
+
+def find_record(path: Path) -> RunRecord | None:
+    """The record at ``path``, or None if there is none or it is not usable."""
+    try:
+        return load_record(path)
+    except RecordError:
+        return None

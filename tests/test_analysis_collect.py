@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -126,3 +128,153 @@ def test_foreign_json_variants_are_skipped(tmp_path):
     col = collect_runs([tmp_path])
     assert col.n_records == 1
     assert col.skipped == {"not a run record": 2, "future schema": 1}
+
+
+def _without_model(rec):
+    del rec["run"]["model"]
+
+
+def _set(path, value):
+    """A mutator putting ``value`` at the dotted ``path`` of a record."""
+    *parents, last = path.split(".")
+
+    def mutate(rec):
+        target = rec
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return mutate
+
+
+# One foreign record among good ones: what it breaks, and the reason it is counted under.
+FOREIGN = {
+    "missing run.model": (_without_model, "run.model missing"),
+    "string count": (_set("params.trainable", "10245"), "params.trainable is not a count"),
+    "400-digit count": (_set("params.total", 10**400), "params.total is not a count"),
+    "negative count": (_set("params.frozen", -1), "params.frozen is not a count"),
+    "metrics as a list": (_set("metrics", [0.5, 0.4]), "metrics is not an object"),
+    "run as a string": (_set("run", "resnet50"), "run is not an object"),
+    "unknown status": (_set("status", "running"), "unknown status"),
+    "400-digit metric": (_set("metrics.test_acc", 10**400), "metrics.test_acc is not a number"),
+    "text metric": (_set("metrics.gen_f1", "high"), "metrics.gen_f1 is not a number"),
+    "seed as text": (_set("run.seed", "zero"), "run.seed is not a number"),
+    "lr as a list": (_set("run.lr", [0.1]), "run.lr is not a number"),
+    "optimizer as a number": (_set("run.optimizer", 3), "run.optimizer is not text"),
+    "params as a number": (_set("params", 7), "params is not an object"),
+    "no config_hash": (_set("config_hash", None), "config_hash missing"),
+    "timing as text": (_set("timing", "fast"), "timing is not an object"),
+    "400-digit schema": (_set("schema", 10**400), "not a run record"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN))
+def test_a_foreign_record_is_skipped_with_its_reason(tmp_path, case):
+    mutate, reason = FOREIGN[case]
+    good = synthetic_records(12, p_failed=0, p_diverged=0)
+    write_sweep(tmp_path / "good", good)
+    write_sweep(tmp_path / "mixed", good)
+    bad = make_record("vgg16", seed=7)
+    mutate(bad)
+    write_record(tmp_path / "mixed" / "foreign", json.dumps(bad))
+
+    col = collect_runs([tmp_path / "mixed"])
+    reference = collect_runs([tmp_path / "good"])  # the same good records, nothing foreign
+
+    assert col.skipped == {reason: 1} and col.n_files == 13 and col.n_records == 12
+    assert f"1 skipped (1 {reason})" in col.summary()
+    # the good records land exactly as they would alone (only their directories differ)
+    pd.testing.assert_frame_equal(col.runs.drop(columns="run_dir"),
+                                  reference.runs.drop(columns="run_dir"))
+
+
+def test_every_foreign_record_at_once_is_counted_per_reason(tmp_path):
+    write_sweep(tmp_path, synthetic_records(12, p_failed=0, p_diverged=0))
+    for i, (mutate, _) in enumerate(FOREIGN.values()):
+        bad = make_record("vgg16", seed=100 + i)
+        mutate(bad)
+        write_record(tmp_path / f"foreign{i}", json.dumps(bad))
+    write_record(tmp_path / "deep", "[" * 100_000 + "]" * 100_000)  # json recursion limit
+
+    col = collect_runs([tmp_path])
+
+    expected = Counter(reason for _, reason in FOREIGN.values())
+    expected["invalid JSON"] += 1
+    assert col.skipped == expected and col.n_records == 12
+
+
+def test_failed_record_may_lack_what_the_run_never_reached(tmp_path):
+    # A job refused before its run axes or parameter counts existed still records its failure.
+    early = {**make_record(status="failed", metrics={}), "run": {}, "params": None}
+    partial = make_record("vgg16", status="failed", metrics={})
+    partial["params"] = {"total": 10, "trainable": None, "frozen": None}
+    write_record(tmp_path / "early", json.dumps(early))
+    write_record(tmp_path / "partial", json.dumps(partial))
+    write_record(tmp_path / "ok", json.dumps(make_record("resnet50")))
+
+    col = collect_runs([tmp_path])
+
+    assert col.n_skipped == 0 and col.count("failed") == 2 and col.n_used == 1
+
+
+def test_nonfinite_metrics_are_kept_as_nan_not_skipped(tmp_path):
+    rec = make_record(status="diverged")
+    rec["metrics"].update(train_loss=math.inf, test_loss="Infinity", val_loss=math.nan,
+                          gen_acc="-inf")
+    write_record(tmp_path / "0", json.dumps(rec))  # json writes NaN / Infinity literals
+
+    row = collect_runs([tmp_path]).runs.iloc[0]
+
+    assert math.isinf(row["train_loss"]) and math.isinf(row["test_loss"])
+    assert math.isnan(row["val_loss"]) and row["gen_acc"] == -math.inf
+    assert row["test_acc"] == 0.0
+
+
+def test_names_colliding_with_columns_keep_both_values(tmp_path):
+    # a run axis named "status" and a metric named like another record's run axis
+    a = make_record("resnet50", seed=0, status="completed")
+    a["run"]["status"] = "pending"
+    b = make_record("vgg16", seed=1, flavour="x")
+    b["metrics"]["flavour"] = 0.25
+    a["metrics"]["flavour"] = 0.5
+    write_sweep(tmp_path, [a, b])
+
+    runs = collect_runs([tmp_path]).runs.set_index("model")
+
+    assert runs.loc["resnet50", "status"] == "completed"
+    assert runs.loc["resnet50", "run_status"] == "pending"
+    assert runs.loc["vgg16", "flavour"] == "x"
+    assert runs["metric_flavour"].tolist() == [0.5, 0.25]
+
+
+def test_huge_integer_in_an_extra_axis_stays_exact(tmp_path):
+    write_sweep(tmp_path, [make_record(seed=0, tag=10**30), make_record(seed=1, tag=3)])
+    runs = collect_runs([tmp_path]).runs
+    assert runs["tag"].tolist() == [10**30, 3]
+
+
+def _analysis_outputs(out: Path) -> None:
+    """What an earlier analysis leaves in its --out: tables, report, plots, a stray temp."""
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for name in ("runs.csv", "correlations.csv", "claims.csv", "report.md"):
+        (out / name).write_text("x\n")
+    (out / "plots" / "scatter_test_acc.png").write_bytes(b"\x89PNG")
+    (out / ".runs.csv.k2j3.tmp").write_text("x")  # an interrupted atomic write of ours
+    (out / "plots" / ".heatmap.png.a1.tmp").write_text("x")
+
+
+@pytest.mark.parametrize("out", ["a", ".", "a/0", "a/sub/analysis", "a/sub/report"])
+def test_out_inside_a_sweep_hides_no_run(tmp_path, out):
+    records = synthetic_records(24, p_failed=0, p_diverged=0)
+    write_sweep(tmp_path / "a", records[:12])
+    write_sweep(tmp_path / "a" / "sub", records[12:], start=100)
+    write_sweep(tmp_path / "b", [make_record("densenet121", seed=s) for s in range(3)])
+    out_dir = tmp_path / out
+    _analysis_outputs(out_dir)
+
+    col = collect_runs([tmp_path / "a", tmp_path / "b"], out_dirs=[out_dir, out_dir / "plots"])
+
+    assert col.n_records == 27 and col.n_skipped == 0 and col.n_temp == 0
+    # the analysis's temp files are its own; a job's still counts, even in a job dir as --out
+    (tmp_path / "b" / "1" / "result.tmp").write_text("{")
+    (tmp_path / "a" / "0" / ".result.json.x1.tmp").write_text("{")
+    assert collect_runs([tmp_path], out_dirs=[out_dir, out_dir / "plots"]).n_temp == 2

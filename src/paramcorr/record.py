@@ -143,8 +143,27 @@ PARAM_KEYS = ("total", "trainable", "frozen")
 _MAX_INT = 2**53
 
 
+# Why a file is not a usable record, for the reasons with no field name. Reasons never hold the
+# offending value (the detail does), so the analysis can count files per reason.
+NOT_A_RECORD = "not a run record"
+FUTURE_SCHEMA = "future schema"
+INVALID_JSON = "invalid JSON"
+UNREADABLE = "unreadable"
+# Spellings of a non-finite metric that other JSON writers produce for NaN / infinity.
+_NONFINITE_TEXT = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
+
+
 class RecordError(ValueError):
-    """A file that is not a usable run record; ``str(err)`` is the reason, one line."""
+    """A file that is not a usable run record; ``str(err)`` is one line.
+
+    ``reason`` says what is wrong without the offending value (e.g. ``params.trainable is not
+    a count``): files are counted per reason. ``str(err)`` adds the value as ``detail``.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass
@@ -184,52 +203,43 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: Any) -> RunRecord:
-        """Validate a parsed JSON object; raises :class:`RecordError` naming what is wrong."""
+        """Validate a parsed JSON object; raises :class:`RecordError` naming what is wrong.
+
+        A failed record may lack what the run never reached (run axes, params); a completed
+        or diverged one must hold the model and the three parameter counts.
+        """
         if not isinstance(data, dict):
-            raise RecordError("not a run record (not a JSON object)")
+            raise RecordError(NOT_A_RECORD, f"a JSON {type(data).__name__}, not an object")
         schema = data.get("schema")
         if not _is_int(schema):
-            raise RecordError("not a run record (no integer 'schema')")
+            raise RecordError(NOT_A_RECORD, "no integer 'schema'")
         if schema > SCHEMA:
-            raise RecordError(f"future schema {schema} (this version reads {SCHEMA})")
+            raise RecordError(FUTURE_SCHEMA, f"schema {schema}; this version reads {SCHEMA}")
         if schema != SCHEMA:
-            raise RecordError(f"unknown schema {schema}")
-        status = data.get("status")
+            raise RecordError("unknown schema", f"schema {schema}")
+        if "status" not in data or "run" not in data:
+            raise RecordError(NOT_A_RECORD, "no 'status' or no 'run'")
+        status = data["status"]
         if status not in STATUSES:
-            raise RecordError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+            raise RecordError("unknown status", f"{_short(status)}; known: {'/'.join(STATUSES)}")
+        finished = status in FINISHED_STATUSES
         run = _require_dict(data, "run")
-        if not isinstance(run.get("model"), str) or not run["model"]:
-            raise RecordError("run.model missing or not text")
-        for key in TEXT_AXES:
-            if run.get(key) is not None and not isinstance(run[key], str):
-                raise RecordError(f"run.{key} is {type(run[key]).__name__}, not text")
-        for key in NUMERIC_AXES:
-            if run.get(key) is not None and not _is_number(run[key]):
-                raise RecordError(f"run.{key}={_short(run[key])} is not a number")
-        params = data.get("params")
-        if params is not None:
-            params = _require_dict(data, "params")
-            for key in PARAM_KEYS:
-                if key not in params and status != "failed":
-                    raise RecordError(f"params.{key} missing")
-            for key, value in params.items():
-                if not _is_int(value) or value < 0:
-                    raise RecordError(f"params.{key}={_short(value)} is not a count")
-        elif status != "failed":
-            raise RecordError(f"params missing from a {status} record")
-        metrics = _require_dict(data, "metrics") if data.get("metrics") is not None else {}
-        for key, value in metrics.items():
-            if value is not None and not _is_number(value):
-                raise RecordError(f"metrics.{key}={_short(value)} is not a number")
-        timing = data.get("timing") or {}
-        if not isinstance(timing, dict):
-            raise RecordError("timing is not an object")
+        _check_run(run, finished)
+        params = _check_params(data, finished)
+        metrics = _check_metrics(data)
+        timing = data.get("timing")
+        if timing is None:
+            timing = {}
+        elif not isinstance(timing, dict):
+            raise RecordError("timing is not an object", type(timing).__name__)
         config_hash = data.get("config_hash")
+        if config_hash is None:
+            raise RecordError("config_hash missing")
         if not isinstance(config_hash, str):
-            raise RecordError("config_hash missing or not text")
+            raise RecordError("config_hash is not text", _short(config_hash))
         error = data.get("error")
         if error is not None and not isinstance(error, str):
-            raise RecordError("error is not text")
+            raise RecordError("error is not text", _short(error))
         return cls(status=status, run=run, params=params, metrics=metrics, timing=timing,
                    config_hash=config_hash, error=error, schema=schema,
                    extra={k: v for k, v in data.items() if k not in _FIELDS})
@@ -237,6 +247,58 @@ class RunRecord:
 
 _FIELDS = frozenset({"schema", "status", "error", "run", "params", "metrics", "timing",
                      "config_hash"})
+
+
+def _check_run(run: dict[str, Any], finished: bool) -> None:
+    if finished and run.get("model") is None:
+        raise RecordError("run.model missing")
+    if run.get("model") == "":
+        raise RecordError("run.model is empty")
+    for key in TEXT_AXES:
+        if run.get(key) is not None and not isinstance(run[key], str):
+            raise RecordError(f"run.{key} is not text", _short(run[key]))
+    for key in NUMERIC_AXES:
+        if run.get(key) is not None and not _is_number(run[key]):
+            raise RecordError(f"run.{key} is not a number", _short(run[key]))
+
+
+def _check_params(data: dict[str, Any], finished: bool) -> dict[str, int] | None:
+    if data.get("params") is None:
+        if finished:
+            raise RecordError("params missing")
+        return None
+    params = _require_dict(data, "params")
+    for key in PARAM_KEYS:
+        if finished and params.get(key) is None:
+            raise RecordError(f"params.{key} missing")
+    for key, value in params.items():
+        # A failed run may stop before counting (null); a count is never negative or huge.
+        if value is None and not finished:
+            continue
+        if not _is_int(value) or value < 0:
+            raise RecordError(f"params.{key} is not a count", _short(value))
+    return params
+
+
+def _check_metrics(data: dict[str, Any]) -> dict[str, Any]:
+    """The metrics, with non-finite spellings ("NaN") as float NaN.
+
+    The contract's metrics are numbers or null (non-finite numbers count as not usable, not
+    as wrong); other keys may also hold containers (e.g. a confusion matrix), kept as they are.
+    """
+    if data.get("metrics") is None:
+        return {}
+    metrics = dict(_require_dict(data, "metrics"))
+    for key, value in metrics.items():
+        if value is None or _is_int(value) or isinstance(value, float):
+            continue
+        if isinstance(value, str) and value.strip().lower() in _NONFINITE_TEXT:
+            metrics[key] = float(value)
+        elif isinstance(value, (dict, list)) and key not in METRIC_KEYS:
+            continue
+        else:
+            raise RecordError(f"metrics.{key} is not a number", _short(value))
+    return metrics
 
 
 def _is_int(value: Any) -> bool:
@@ -248,14 +310,18 @@ def _is_number(value: Any) -> bool:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+        return f"an integer of {len(str(abs(value)))} digits"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _require_dict(data: dict[str, Any], key: str) -> dict[str, Any]:
     value = data.get(key)
+    if value is None:
+        raise RecordError(f"{key} missing")
     if not isinstance(value, dict):
-        raise RecordError(f"{key} missing or not an object")
+        raise RecordError(f"{key} is not an object", type(value).__name__)
     return value
 
 
@@ -265,9 +331,11 @@ def load_record(path: Path) -> RunRecord:
         with open(path, "rb") as handle:
             data = json.load(handle)
     except OSError as err:
-        raise RecordError(f"unreadable ({err.strerror or type(err).__name__})") from err
+        raise RecordError(UNREADABLE, err.strerror or type(err).__name__) from err
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: corrupt or half-written
-        raise RecordError("invalid JSON") from err
+        raise RecordError(INVALID_JSON, str(err).splitlines()[0][:80]) from err
+    except RecursionError as err:  # json recurses per nesting level: [[[[...]]]]
+        raise RecordError(INVALID_JSON, "nested too deeply") from err
     return RunRecord.from_dict(data)
 
 

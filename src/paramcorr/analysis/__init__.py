@@ -13,7 +13,8 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from paramcorr.analysis.collect import Collection, NoRecordsError, collect_runs
+from paramcorr.analysis.collect import Collection, NoRecordsError, check_sweep_dirs, collect_runs
+from paramcorr.analysis.outdir import OutDirError, check_out_dir, make_out_dir
 from paramcorr.analysis.plots import make_plots
 from paramcorr.analysis.report import ReportInputs, write_report
 from paramcorr.analysis.stats import (
@@ -26,7 +27,7 @@ from paramcorr.analysis.stats import (
     seed_spread,
 )
 
-__all__ = ["AnalysisResult", "NoRecordsError", "run_analysis"]
+__all__ = ["AnalysisResult", "NoRecordsError", "OutDirError", "run_analysis"]
 
 log = logging.getLogger("paramcorr.analysis")
 
@@ -67,7 +68,8 @@ def run_analysis(sweep_dirs: list[Path], out_dir: Path | None = None, n_boot: in
     """Collect every result.json below ``sweep_dirs`` and write the analysis to ``out_dir``.
 
     ``out_dir`` defaults to ``<first sweep dir>/analysis``. Raises NoRecordsError (a
-    UserError) when no readable record exists.
+    UserError) when no readable record exists, OutDirError (one too) before any statistics
+    when ``out_dir`` cannot be written.
     """
     # The fits are many small least-squares problems: threaded BLAS only adds contention
     # (10x slower on a busy 2-core machine), so BLAS runs single-threaded here.
@@ -77,15 +79,15 @@ def run_analysis(sweep_dirs: list[Path], out_dir: Path | None = None, n_boot: in
 
 def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
          seed: int) -> AnalysisResult:
-    sweep_dirs = [Path(d) for d in sweep_dirs]
-    if not sweep_dirs:
-        raise NoRecordsError("no sweep directory given; pass at least one SWEEP_DIR")
+    sweep_dirs = check_sweep_dirs(sweep_dirs)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0] / "analysis"
+    check_out_dir(out_dir)  # fail fast, before reading; make_out_dir proves it after
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    col: Collection = collect_runs(sweep_dirs, exclude=[out_dir])
+    col: Collection = collect_runs(sweep_dirs, out_dirs=[out_dir, out_dir / "plots"])
     timings["collect"] = time.perf_counter() - start
+    make_out_dir(out_dir)  # before any statistics: an unwritable --out must not cost them
     log.info("collected %d records (%d used) below %s", col.n_records, col.n_used,
              ", ".join(map(str, sweep_dirs)))
     runs, metrics = col.runs, col.metrics
@@ -105,7 +107,6 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
     timings["beyond"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
     power = (corr[corr["method"] == "pearson"][["scope", "y", "n", "r_crit"]]
              .rename(columns={"r_crit": "min_detectable_r"}))
     frames = {"runs": runs, "correlations": corr[CORR_COLUMNS], "paper_table": paper,

@@ -43,8 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_analysis(args.sweep_dirs, args.out, n_boot=args.n_boot, seed=args.seed)
-    except UserError as err:
+    except UserError as err:  # bad sweep dirs, no records, unusable --out: before statistics
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --out was fine at the start; writing failed later (disk full)
+        where = err.filename or args.out or "the output directory"
+        print(f"error: writing the analysis to {where} failed ({err.strerror or err}); "
+              "free space or give another --out", file=sys.stderr)
         return 2
     print(f"{result.summary}; analysis written to {result.out_dir}")
     return 0

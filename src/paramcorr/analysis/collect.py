@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +15,20 @@ import numpy as np
 import pandas as pd
 
 from paramcorr.errors import UserError
+from paramcorr.record import (
+    FINISHED_STATUSES,
+    RECORD_NAME,
+    STATUSES,
+    RecordError,
+    RunRecord,
+    load_record,
+)
 
-RESULT_NAME = "result.json"
-SCHEMA = 1
-USED_STATUSES = ("completed", "diverged")
-# Directories never searched: analysis outputs (ours) and Hydra's own bookkeeping.
+log = logging.getLogger(__name__)
+
+# The analysis uses the runs a job finished (completed or diverged); failed ones are listed.
+USED_STATUSES = FINISHED_STATUSES
+# Directories never searched: the default analysis output dir (ours), Hydra's bookkeeping.
 SKIP_DIRS = frozenset({"analysis", ".hydra", "__pycache__", ".git"})
 # The paper's four outcomes, then the rest of the contract's metrics; extras follow.
 MAIN_METRICS = ("test_acc", "test_f1", "gen_acc", "gen_f1")
@@ -26,12 +37,12 @@ KNOWN_METRICS = (*MAIN_METRICS, "gap_acc", "gap_loss", "train_acc", "train_loss"
 KNOWN_RUN_AXES = ("model", "weights", "freeze", "frozen_stages", "num_groups", "optimizer",
                   "lr", "seed", "dataset", "num_classes", "epochs", "batch_size",
                   "image_size", "eval_weights")
-STATUS_RANK = {"completed": 0, "diverged": 1, "failed": 2}
-
-SKIP_INVALID = "invalid JSON"
-SKIP_FOREIGN = "not a run record"
-SKIP_FUTURE = "future schema"
-SKIP_UNREADABLE = "unreadable"
+# Which of two records of one config wins: STATUSES lists the best outcome first.
+STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
+# paramcorr.atomic's temp name for a record being written.
+_RECORD_TEMP = f".{RECORD_NAME}."
+# pandas' nullable Int64 holds these; a larger integer column stays as Python objects.
+_INT64 = 2**63 - 1
 
 
 class NoRecordsError(UserError):
@@ -68,15 +79,12 @@ class Collection:
 
     def summary(self) -> str:
         """One line: read, used, failed, skipped and why."""
-        other = self.n_records - self.n_used - self.count("failed")
         parts = [
-            f"{self.n_files} result.json read: {self.n_records} records",
+            f"{self.n_files} {RECORD_NAME} read: {self.n_records} records",
             f"{self.n_used} used ({self.count('completed')} completed, "
             f"{self.count('diverged')} diverged)",
             f"{self.count('failed')} failed (listed, not used)",
         ]
-        if other:
-            parts.append(f"{other} with unknown status (listed, not used)")
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
         parts.append(f"{self.n_skipped} skipped" + (f" ({why})" if why else ""))
         if self.n_superseded:
@@ -86,15 +94,28 @@ class Collection:
         return "; ".join(parts)
 
 
-def find_result_files(sweep_dirs: list[Path], exclude: list[Path] = ()) -> tuple[list[Path], int]:
+def check_sweep_dirs(sweep_dirs: Iterable[Path]) -> list[Path]:
+    """The sweep directories as paths; raises NoRecordsError (one line) for one that is not."""
+    sweep_dirs = [Path(d) for d in sweep_dirs]
+    if not sweep_dirs:
+        raise NoRecordsError("no sweep directory given; pass at least one SWEEP_DIR")
+    for d in sweep_dirs:
+        if not d.is_dir():
+            raise NoRecordsError(f"sweep dir {d} does not exist or is not a directory; "
+                                 "pass the directory a multirun wrote (e.g. outputs/multirun/...)")
+    return sweep_dirs
+
+
+def find_result_files(sweep_dirs: list[Path],
+                      out_dirs: Iterable[Path] = ()) -> tuple[list[Path], int]:
     """Every file named exactly ``result.json`` below ``sweep_dirs``, and the temp-file count.
 
-    Temp files are a job's half-done atomic write (``result.json.tmp*``, ``*.tmp``).
+    Temp files are a job's half-done atomic write (``.result.json.*.tmp``, ``*.tmp``).
+    ``out_dirs`` hold the analysis's own outputs: there, only a record's temp files count
+    (another ``*.tmp`` is the analysis's own), and everything below is searched (an ``--out``
+    inside a sweep hides no run).
     """
-    # Inodes come free with scandir; realpath (a stat per path component) is only paid
-    # to confirm a match, which keeps a 10,000-run sweep fast.
-    excluded = {os.path.realpath(p) for p in exclude if os.path.isdir(p)}
-    excluded_inodes = {os.stat(p).st_ino for p in excluded}
+    own = {os.path.realpath(p) for p in out_dirs}
     seen: dict[int, list[str]] = {}
     found: list[str] = []
     n_temp = 0
@@ -109,43 +130,23 @@ def find_result_files(sweep_dirs: list[Path], exclude: list[Path] = ()) -> tuple
             for entry in entries:
                 name = entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    if name in SKIP_DIRS or (entry.inode() in excluded_inodes
-                                             and os.path.realpath(entry.path) in excluded):
-                        continue
-                    stack.append(entry.path)
-                elif name == RESULT_NAME:
+                    if name not in SKIP_DIRS:
+                        stack.append(entry.path)
+                elif name == RECORD_NAME:
                     # Overlapping sweep dirs (a parent and its child) must not double count.
+                    # Inodes come free with scandir; realpath (a stat per path component) is
+                    # only paid to confirm a match, which keeps a 10,000-run sweep fast.
                     same = seen.setdefault(entry.inode(), [])
                     real = os.path.realpath(entry.path) if same else None
                     if same and any(os.path.realpath(p) == real for p in same):
                         continue
                     same.append(entry.path)
                     found.append(entry.path)
-                elif name.startswith(RESULT_NAME) or name.endswith(".tmp"):
+                elif name.startswith((RECORD_NAME, _RECORD_TEMP)) or (
+                        name.endswith(".tmp") and os.path.realpath(top) not in own):
                     n_temp += 1
     found.sort()
     return [Path(p) for p in found], n_temp
-
-
-def read_record(path: Path) -> dict | str:
-    """The parsed record, or the reason it is skipped."""
-    try:
-        with open(path, "rb") as fh:
-            record = json.load(fh)
-    except OSError:
-        return SKIP_UNREADABLE
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError: corrupt or half-written
-        return SKIP_INVALID
-    if not isinstance(record, dict) or not all(k in record for k in ("schema", "run", "params")):
-        return SKIP_FOREIGN
-    schema = record["schema"]
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        return SKIP_FOREIGN
-    if schema > SCHEMA:
-        return SKIP_FUTURE
-    if not isinstance(record["run"], dict) or not isinstance(record["params"], dict):
-        return SKIP_FOREIGN
-    return record
 
 
 def _scalar(value: object) -> object:
@@ -156,44 +157,42 @@ def _scalar(value: object) -> object:
 
 
 def _number(value: object) -> float:
-    """A metric value as float; anything non-numeric (None, "nan", lists) is NaN."""
-    if isinstance(value, bool):
-        return float(value)
+    """A validated metric value (number, NaN or null) as float; containers are NaN."""
     if isinstance(value, (int, float)):
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return math.nan
     return math.nan
 
 
-def flatten(record: dict, run_dir: str) -> tuple[dict, list[str], list[str]]:
-    """One runs.csv row from a record, plus the metric and run-axis names it holds."""
-    row: dict = {"run_dir": run_dir, "status": str(record.get("status", "unknown")),
-                 "error": _scalar(record.get("error"))}
+# Row columns that are not run axes; a run axis of the same name gets a "run_" prefix.
+_ROW_FIELDS = frozenset({"run_dir", "status", "error", "config_hash", "schema",
+                         "log10_trainable"})
+
+
+def flatten(record: RunRecord, run_dir: str,
+            taken: frozenset[str] = frozenset()) -> tuple[dict, list[str], list[str]]:
+    """One runs.csv row from a record, plus the metric and run-axis names it holds.
+
+    A metric whose name is ``taken`` (a run axis of any record) becomes ``metric_<name>``.
+    """
+    row: dict = {"run_dir": run_dir, "status": record.status, "error": record.error}
     run_keys = []
-    for key, value in record["run"].items():
-        row[key] = _scalar(value)
-        run_keys.append(key)
-    for key, value in record["params"].items():
-        row[f"params_{key}"] = _scalar(value)
-    metrics = record.get("metrics")
+    for key, value in record.run.items():
+        name = f"run_{key}" if key in _ROW_FIELDS else key
+        row[name] = _scalar(value)
+        run_keys.append(name)
+    for key, value in (record.params or {}).items():
+        row[f"params_{key}"] = value
     metric_keys = []
-    if isinstance(metrics, dict):
-        for key, value in metrics.items():
-            if isinstance(value, (dict, list)):
-                continue  # e.g. a confusion matrix: not a scalar outcome
-            name = key if key not in row else f"metric_{key}"
-            row[name] = _number(value)
-            metric_keys.append(name)
-    timing = record.get("timing")
-    if isinstance(timing, dict):
-        for key, value in timing.items():
-            row[f"timing_{key}"] = _scalar(value)
-    row["config_hash"] = _scalar(record.get("config_hash"))
-    row["schema"] = record["schema"]
+    for key, value in record.metrics.items():
+        if isinstance(value, (dict, list)):
+            continue  # e.g. a confusion matrix: not a scalar outcome
+        name = f"metric_{key}" if key in row or key in taken or key in _ROW_FIELDS else key
+        row[name] = _number(value)
+        metric_keys.append(name)
+    for key, value in record.timing.items():
+        row[f"timing_{key}"] = _scalar(value)
+    row["config_hash"] = record.config_hash
+    row["schema"] = record.schema
     return row, metric_keys, run_keys
 
 
@@ -224,10 +223,10 @@ def _dedupe(rows: list[dict], run_keys: list[str]) -> tuple[list[dict], int]:
 
 def _preference(row: dict) -> tuple:
     try:
-        mtime = os.stat(Path(row["run_dir"]) / RESULT_NAME).st_mtime
+        mtime = os.stat(Path(row["run_dir"]) / RECORD_NAME).st_mtime
     except OSError:
         mtime = 0.0
-    return STATUS_RANK.get(row["status"], 3), -mtime
+    return STATUS_RANK.get(row["status"], len(STATUS_RANK)), -mtime
 
 
 def _integer_columns(rows: list[dict], columns: list[str]) -> list[str]:
@@ -238,32 +237,48 @@ def _integer_columns(rows: list[dict], columns: list[str]) -> list[str]:
     out = []
     for col in columns:
         values = [row[col] for row in rows if row.get(col) is not None]
-        if values and all(type(v) is int for v in values):
+        if values and all(type(v) is int and abs(v) <= _INT64 for v in values):
             out.append(col)
     return out
 
 
-def collect_runs(sweep_dirs: list[Path], exclude: list[Path] = ()) -> Collection:
+def _log_skipped(examples: dict[str, tuple[Path, RecordError]], skipped: Counter) -> None:
+    """One line per reason: how many, and the first file with its detail, to go and look."""
+    for reason, (path, err) in sorted(examples.items()):
+        log.warning("skipped %d %s: %s (e.g. %s: %s)", skipped[reason], RECORD_NAME, reason,
+                    path, err)
+
+
+def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Collection:
     """Read every record below ``sweep_dirs`` (unioned) into a runs table.
 
-    Raises NoRecordsError when nothing readable is found.
+    A file that is not a usable record is skipped and counted under its reason
+    (:attr:`paramcorr.record.RecordError.reason`). ``out_dirs``: see
+    :func:`find_result_files`. Raises NoRecordsError when nothing usable is found.
     """
-    sweep_dirs = [Path(d) for d in sweep_dirs]
-    for d in sweep_dirs:
-        if not d.is_dir():
-            raise NoRecordsError(f"sweep dir {d} does not exist or is not a directory; "
-                                 "pass the directory a multirun wrote (e.g. outputs/multirun/...)")
-    files, n_temp = find_result_files(sweep_dirs, exclude)
+    sweep_dirs = check_sweep_dirs(sweep_dirs)
+    files, n_temp = find_result_files(sweep_dirs, out_dirs)
     skipped: Counter = Counter()
+    examples: dict[str, tuple[Path, RecordError]] = {}
+    records: list[tuple[RunRecord, str]] = []
+    axes: set[str] = set()
+    for path in files:
+        try:
+            record = load_record(path)
+        except RecordError as err:
+            skipped[err.reason] += 1
+            examples.setdefault(err.reason, (path, err))
+            continue
+        records.append((record, str(path.parent)))
+        axes.update(record.run)
+    _log_skipped(examples, skipped)
+    # Second pass: a metric named like any record's run axis must not share its column.
+    taken = frozenset(axes)
     rows: list[dict] = []
     metric_names: set[str] = set()
     run_names: list[str] = []
-    for path in files:
-        record = read_record(path)
-        if isinstance(record, str):
-            skipped[record] += 1
-            continue
-        row, metric_keys, run_keys = flatten(record, str(path.parent))
+    for record, run_dir in records:
+        row, metric_keys, run_keys = flatten(record, run_dir, taken)
         rows.append(row)
         metric_names.update(metric_keys)
         run_names.extend(k for k in run_keys if k not in run_names)
@@ -272,7 +287,7 @@ def collect_runs(sweep_dirs: list[Path], exclude: list[Path] = ()) -> Collection
         detail = (f" ({len(files)} found, all skipped: "
                   + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) + ")"
                   if files else "")
-        raise NoRecordsError(f"no readable result.json found under {where}{detail}; "
+        raise NoRecordsError(f"no readable {RECORD_NAME} found under {where}{detail}; "
                              "check the path points at a sweep directory")
     rows, n_superseded = _dedupe(rows, run_names)
     runs = pd.DataFrame.from_records(rows)

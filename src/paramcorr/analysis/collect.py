@@ -245,8 +245,8 @@ def _integer_columns(rows: list[dict], columns: list[str]) -> list[str]:
 def _log_skipped(examples: dict[str, tuple[Path, RecordError]], skipped: Counter) -> None:
     """One line per reason: how many, and the first file with its detail, to go and look."""
     for reason, (path, err) in sorted(examples.items()):
-        log.warning("skipped %d %s: %s (e.g. %s: %s)", skipped[reason], RECORD_NAME, reason,
-                    path, err)
+        log.info("skipped %d %s: %s (e.g. %s: %s)", skipped[reason], RECORD_NAME, reason,
+                 path, err)
 
 
 def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Collection:
@@ -271,6 +271,16 @@ def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Colle
             continue
         records.append((record, str(path.parent)))
         axes.update(record.run)
+    if not records:
+        where = ", ".join(str(d) for d in sweep_dirs)
+        detail = ""
+        if files:
+            path, err = examples[max(skipped, key=skipped.get)]
+            detail = (f" ({len(files)} found, all skipped: "
+                      + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))
+                      + f"; e.g. {path}: {err})")
+        raise NoRecordsError(f"no readable {RECORD_NAME} found under {where}{detail}; "
+                             "check the path points at a sweep directory")
     _log_skipped(examples, skipped)
     # Second pass: a metric named like any record's run axis must not share its column.
     taken = frozenset(axes)
@@ -282,13 +292,6 @@ def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Colle
         rows.append(row)
         metric_names.update(metric_keys)
         run_names.extend(k for k in run_keys if k not in run_names)
-    if not rows:
-        where = ", ".join(str(d) for d in sweep_dirs)
-        detail = (f" ({len(files)} found, all skipped: "
-                  + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) + ")"
-                  if files else "")
-        raise NoRecordsError(f"no readable {RECORD_NAME} found under {where}{detail}; "
-                             "check the path points at a sweep directory")
     rows, n_superseded = _dedupe(rows, run_names)
     runs = pd.DataFrame.from_records(rows)
     metrics = _order(metric_names, KNOWN_METRICS)

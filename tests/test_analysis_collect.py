@@ -13,6 +13,7 @@ import pytest
 from analysis_fixtures import make_record, synthetic_records, write_junk, write_record, write_sweep
 from paramcorr.analysis.collect import NoRecordsError, collect_runs
 from paramcorr.errors import UserError
+from paramcorr.record import RecordError, load_record
 
 
 def test_reads_every_record_at_any_depth_and_skips_junk(tmp_path):
@@ -278,3 +279,17 @@ def test_out_inside_a_sweep_hides_no_run(tmp_path, out):
     (tmp_path / "b" / "1" / "result.tmp").write_text("{")
     (tmp_path / "a" / "0" / ".result.json.x1.tmp").write_text("{")
     assert collect_runs([tmp_path], out_dirs=[out_dir, out_dir / "plots"]).n_temp == 2
+
+
+def test_record_error_reason_is_value_free_and_message_names_the_value(tmp_path):
+    rec = make_record()
+    rec["params"]["total"] = 10**400
+    path = write_record(tmp_path / "0", json.dumps(rec))
+    with pytest.raises(RecordError) as err:
+        load_record(path)
+    assert err.value.reason == "params.total is not a count"
+    assert str(err.value) == "params.total is not a count (an integer of 401 digits)"
+    rec["params"]["total"] = "12"
+    write_record(tmp_path / "0", json.dumps(rec))
+    with pytest.raises(RecordError, match=r"^params.total is not a count \('12'\)$"):
+        load_record(path)

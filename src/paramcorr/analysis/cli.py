@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR",
                         help="directories searched (at any depth) for result.json; unioned")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output directory (default: <first SWEEP_DIR>/analysis)")
+                        help="output directory (default: <first SWEEP_DIR>/analysis); may lie "
+                             "inside a sweep: only the analysis's own files there are ignored")
     parser.add_argument("--n-boot", type=int, default=1000,
                         help="bootstrap resamples for Spearman/Kendall CIs (default 1000; "
                              "0 = no CIs)")

@@ -40,6 +40,7 @@ def assert_schema_valid(record: dict) -> None:
     assert set(record["run"]) >= RUN_KEYS
     assert {"total", "trainable", "frozen"} <= set(record["params"])
     p = record["params"]
+    # Three counts made separately (paramcorr.freezing.count_parameters): they must agree.
     assert p["total"] == p["trainable"] + p["frozen"]
     assert set(METRIC_KEYS) <= set(record["metrics"])
     assert {"fit_s", "eval_s", "train_samples_per_s"} <= set(record["timing"])

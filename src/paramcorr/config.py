@@ -165,7 +165,8 @@ class SGDConfig(OptimizerConfig):
 
 @dataclass
 class FreezeConfig:
-    strategy: FreezeStrategy = FreezeStrategy.none
+    # Named by each freeze group option (base, none, partial).
+    strategy: FreezeStrategy = MISSING
     # partial: how many of timm's coarse parameter groups to freeze, from the stem on.
     stages: int | None = None
     # freeze=base: train the head on cached backbone features. auto: when that is equivalent

@@ -344,12 +344,18 @@ def validate_optimizer(cfg: DictConfig, key: str = "optimizer") -> None:
                  f"{key}.nesterov=true needs {key}.momentum > 0 and no dampening; set e.g. "
                  f"{key}.momentum=0.9, or {key}.nesterov=false")
     import torch
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     # Whatever else the optimizer's own constructor refuses (eps < 0, an unknown argument),
     # it refuses here, on one dummy parameter, instead of after the model is built.
     try:
-        instantiate(OmegaConf.select(cfg, key))([torch.nn.Parameter(torch.zeros(1))])
+        make = instantiate(OmegaConf.select(cfg, key))
+    except InstantiationException as err:
+        raise UserError(f"{key}._target_: {str(err).strip().splitlines()[0]}; use "
+                        f"optimizer=adam or optimizer=sgd") from err
+    try:
+        make([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as err:
         raise UserError(f"{key}: {str(err).splitlines()[0]}; fix the {key}.* value") from err
 

@@ -340,10 +340,10 @@ def _train_dir(cfg: DictConfig) -> Path:
 
 
 def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
+    wanted = check_classes(cfg)
     train_dir = _train_dir(cfg)
     root = train_dir.parent
     all_classes = _class_dirs(train_dir)
-    wanted = check_classes(cfg)
     class_names = all_classes if wanted is None else [str(c) for c in wanted]
     unknown = sorted(set(class_names) - set(all_classes))
     if unknown:

@@ -186,12 +186,19 @@ class PathsConfig:
 
 @dataclass
 class TrainConfig:
+    # Sweep name: multiruns write to outputs/multirun/<name>/..., so re-running a sweep finds
+    # its finished jobs.
     name: str = "default"
     seed: int = 0
+    # The study's learning-rate axis (lr=1e-2, 1e-3, 1e-4); feeds optimizer.lr.
     lr: float = 1e-3
+    # Re-raise errors instead of writing a `failed` record (for debugging one run).
     strict: bool = False
+    # Which weights are evaluated: the last epoch's, or the best by validation accuracy.
     eval_weights: EvalWeights = EvalWeights.last
+    # Also save the fine-tuned model as <job dir>/model.safetensors (timm-compatible).
     save_weights: bool = False
+    # None: channels_last memory format on GPU runs only.
     channels_last: bool | None = None
     compile: bool = False
     # The metric a job returns to Hydra's sweeper (what an optimising sweeper tunes on).

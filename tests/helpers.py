@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import timm
+import torch
 from PIL import Image
 
 from paramcorr.entry import compose_config  # noqa: F401 - re-exported for the tests
@@ -40,7 +42,14 @@ def assert_schema_valid(record: dict) -> None:
     assert set(record["run"]) >= RUN_KEYS
     assert {"total", "trainable", "frozen"} <= set(record["params"])
     p = record["params"]
+    # Three counts made separately (paramcorr.freezing.count_parameters): they must agree,
+    # and the total must be that of a fresh timm model of the same architecture and head.
     assert p["total"] == p["trainable"] + p["frozen"]
+    run = record["run"]
+    if isinstance(run.get("num_classes"), int) and timm.is_model(run["model"]):
+        with torch.device("meta"):
+            fresh = timm.create_model(run["model"], num_classes=run["num_classes"])
+        assert p["total"] == sum(x.numel() for x in fresh.parameters())
     assert set(METRIC_KEYS) <= set(record["metrics"])
     assert {"fit_s", "eval_s", "train_samples_per_s"} <= set(record["timing"])
     assert isinstance(record["config_hash"], str) and record["config_hash"]

@@ -19,6 +19,7 @@ import torch
 
 from helpers import TINY, assert_schema_valid, folder_config, make_tree, run_script
 from paramcorr.backbones import save_checkpoint
+from paramcorr.errors import UserError
 from paramcorr.job import run_job
 from paramcorr.record import read_record
 
@@ -360,3 +361,216 @@ def test_multirun_with_one_bad_job_goes_on(tmp_path):
     assert by_lr[0.0]["error"].startswith("optimizer.lr=0.0 must be a positive finite number")
     assert by_lr[1e-3]["status"] == by_lr[1e-2]["status"] == "completed"
     assert "[3/3]" in done.stdout + done.stderr
+
+
+# --- values refused before training (issue 10, item 7) -------------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["data.batch_size=1", "freeze=none"], "data.batch_size=1 with freeze=none: test_resnet's "
+                                           "BatchNorm layers train"),
+    (["data.batch_size=1", "freeze=partial", "freeze.stages=1"], "data.batch_size=1 with "
+                                                                 "freeze=partial"),
+    (["seed=-1"], "seed=-1 is out of range; use an integer in 0..4294967295"),
+    (["seed=4294967296"], "seed=4294967296 is out of range"),
+    (["data.split_seed=-3"], "data.split_seed=-3 is out of range"),
+    (["optimizer.betas=[0.9,1.0]"], "optimizer.betas=[0.9, 1.0] must be two numbers in [0, 1)"),
+    (["optimizer.betas=[-0.1,0.999]"], "optimizer.betas=[-0.1, 0.999] must be two numbers"),
+    (["optimizer.eps=-1"], "optimizer: Invalid epsilon value: -1.0; fix the optimizer.* value"),
+    (["optimizer=sgd", "optimizer.nesterov=true"], "optimizer.nesterov=true needs "
+                                                   "optimizer.momentum > 0 and no dampening"),
+    (["optimizer=sgd", "optimizer.nesterov=true", "optimizer.momentum=0.9",
+      "+optimizer.dampening=0.1"], "optimizer.nesterov=true needs"),
+    (["trainer.precision=17"], "trainer.precision=17 is not a Lightning precision; use one of"),
+    (["trainer.precision=fp32"], "trainer.precision=fp32 is not a Lightning precision"),
+    (["trainer.accelerator=tpuu"], "trainer.accelerator=tpuu is not one of"),
+    (["model.drop_rate=1.0"], "model.drop_rate=1.0 must be in [0, 1)"),
+    (["model.drop_rate=-0.1"], "model.drop_rate=-0.1 must be in [0, 1)"),
+    (["data.shift_noise_std=nan"], "data.shift_noise_std=nan must be >= 0"),
+    (["data.shift_rotation_deg=inf"], "data.shift_rotation_deg=inf is not a finite number"),
+    (["trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan is not a finite number"),
+    (["data.classes=[5,5,6]"], "data.classes=[5, 5, 6] names 5 more than once; list each "
+                               "class once"),
+    (["data.classes=[5,6.5]"], "data.classes=[5, 6.5]: 6.5 is not a digit label (an int)"),
+    (["data.classes=[5,true]"], "data.classes=[5, True]: True is not a digit label"),
+    (["data.classes=[5,[6]]"], "data.classes=[5, [6]]: [6] is not a digit label"),
+    (["data.classes=[5,12]"], "data.classes=[5, 12] must name at least two digits among 0..9"),
+    (["freeze=none", "freeze.cache_features=true"], "freeze.cache_features=true needs "
+                                                    "freeze=base (got freeze=none)"),
+    (["data.augment=true", "freeze.cache_features=true"], "freeze.cache_features=true cannot "
+                                                          "hold with data.augment=true"),
+    (["optimizer._target_=torch.optim.Adamm"], "optimizer._target_: Error locating target "
+                                               "'torch.optim.Adamm'"),
+])
+def test_bad_values_are_refused_before_a_model_is_built(train_config, tmp_path, overrides,
+                                                         expected):
+    error = failed(train_config(*overrides), tmp_path / "job")
+    assert expected in error, error
+    # Refused by validation, before any model or data was built.
+    assert read_record(tmp_path / "job" / "result.json")["params"] is None
+
+
+def test_batch_size_one_is_fine_when_batch_norm_is_frozen(train_config, tmp_path):
+    record = run_job(train_config("data.batch_size=1", "freeze=base"), tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_accelerator_without_a_gpu(train_config, tmp_path):
+    error = failed(train_config("trainer.accelerator=gpu"), tmp_path / "job")
+    assert error.startswith("trainer.accelerator=gpu but this machine has no such device")
+    assert "trainer=cpu" in error
+
+
+def test_duplicate_or_mistyped_folder_classes(train_config, tmp_path):
+    root = make_tree(tmp_path / "images")
+    error = failed(folder_config(train_config, root, "data.classes=[cat,dog,cat]"),
+                   tmp_path / "a")
+    assert error.startswith("data.classes=['cat', 'dog', 'cat'] names cat more than once")
+    error = failed(folder_config(train_config, root, "data.classes=[cat,1.5]"), tmp_path / "b")
+    assert error.startswith("data.classes=['cat', 1.5]: 1.5 is not a class folder name")
+
+
+def test_a_class_too_small_to_split_is_named(train_config, tmp_path):
+    root = make_tree(tmp_path / "images")
+    for extra in sorted((root / "train" / "dog").glob("*.png"))[2:]:
+        extra.unlink()
+    error = failed(folder_config(train_config, root), tmp_path / "job")
+    assert error.startswith(f"class 'dog' has 2 image(s) in {root / 'train'}; a stratified "
+                            "train/val/test split needs at least 3 per class")
+    # With val/ and test/ folders nothing is split off train/: two images are enough.
+    make_tree(root, splits=("val", "test"), n=2)
+    record = run_job(folder_config(train_config, root), tmp_path / "folders")
+    assert record["status"] == "completed", record["error"]
+
+
+@pytest.mark.parametrize(("key", "value"), [("data.val_fraction", "0.001"),
+                                            ("data.test_fraction", "0.001")])
+def test_a_split_too_small_to_hold_every_class(train_config, tmp_path, key, value):
+    error = failed(train_config(f"{key}={value}"), tmp_path / "job")
+    assert error.startswith(f"{key}={value} cannot split the digits set into parts holding "
+                            "each of its 5 classes"), error
+    assert f"raise {key}" in error
+
+
+def test_a_huge_image_size_is_reported_as_out_of_memory(train_config, tmp_path):
+    error = failed(train_config("data.image_size=1000000"), tmp_path / "job")
+    assert error.startswith("data.image_size=1000000: one 1000000px image does not fit in "
+                            "memory for test_resnet")
+    assert "use a smaller data.image_size" in error
+
+
+def test_out_of_memory_is_recognised_on_the_cpu():
+    from paramcorr.errors import is_out_of_memory
+
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(10**14, dtype=torch.uint8)  # 100 TB: the CPU allocator refuses
+    assert is_out_of_memory(info.value)
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_out_of_memory(ValueError("out of range"))
+
+
+# --- images that do not fully decode (issue 10, item 8) ------------------------------------
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    """A real JPEG cut short: Image.verify() accepts it, decoding it fails."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+    with Image.open(path) as image:
+        image.verify()  # the premise: a structural check does not see it
+    with pytest.raises(OSError), Image.open(path) as image:
+        image.load()
+    return path
+
+
+def test_a_truncated_jpeg_is_named_and_skipped_on_every_path(train_config, tmp_path):
+    root = make_tree(tmp_path / "images")
+    path = _truncated_jpeg(root / "train" / "dog" / "cut.jpg")
+    error = failed(folder_config(train_config, root), tmp_path / "job")
+    assert error.startswith(f"unreadable image {path} (it does not fully decode)")
+    assert "data.on_bad_image=skip" in error
+    for name, extra in (("features", ["freeze=base"]),
+                        ("images", ["freeze=none"]),
+                        ("workers", ["freeze=none", "data.num_workers=2"])):
+        cfg = folder_config(train_config, root, "data.on_bad_image=skip",
+                            f"paths.cache_dir={tmp_path / 'cache'}", *extra)
+        record = run_job(cfg, tmp_path / name)
+        assert record["status"] == "completed", (name, record["error"])
+        assert record["data"]["bad_images_skipped"] == 1
+        assert record["data"]["train"] + record["data"]["val"] + record["data"]["test"] == 12
+        assert record["cached_features"] is (name == "features")
+
+
+# --- checkpoints: what is validated is what is loaded (issue 10, item 4) -------------------
+
+
+def _weights(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return dict(timm.create_model("test_resnet", num_classes=3).state_dict())
+
+
+def _assert_backbone_is(model: torch.nn.Module, expected: dict[str, torch.Tensor]) -> None:
+    loaded = model.state_dict()
+    keys = [k for k in expected if not k.startswith("fc.")]
+    assert keys and all(torch.equal(loaded[k], expected[k]) for k in keys)
+
+
+def test_a_training_checkpoint_loads_its_non_ema_weights(tmp_path):
+    from paramcorr.backbones import create_backbone
+
+    plain, ema = _weights(1), _weights(2)
+    partial_ema = {k: v for i, (k, v) in enumerate(ema.items()) if i % 2}
+    path = tmp_path / "train.pth"
+    torch.save({"epoch": 3, "state_dict": plain, "state_dict_ema": partial_ema,
+                "optimizer": {"lr": 0.1}}, path)
+    on_disk = torch.load(path, weights_only=True)["state_dict"]  # independent read
+    _assert_backbone_is(create_backbone("test_resnet", str(path), 5), on_disk)
+    # Asking for the partial EMA dict is refused by a strict load, not loaded half-random.
+    with pytest.raises(UserError, match=rf"weights file {path} does not fit test_resnet: "
+                                        r"[1-9]\d* missing"):
+        create_backbone("test_resnet", str(path), 5, weights_key="state_dict_ema")
+    with pytest.raises(UserError, match=r"model.weights_key=ema is not a state dict in .* "
+                                        r"\(it holds state_dict, state_dict_ema\)"):
+        create_backbone("test_resnet", str(path), 5, weights_key="ema")
+    full = tmp_path / "full.pth"
+    torch.save({"state_dict": plain, "state_dict_ema": ema}, full)
+    _assert_backbone_is(create_backbone("test_resnet", str(full), 5,
+                                        weights_key="state_dict_ema"), ema)
+
+
+def test_a_state_dict_without_num_batches_tracked_loads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from paramcorr.backbones import create_backbone
+
+    state = {k: v for k, v in _weights(3).items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old.safetensors"
+    save_file(state, str(path))
+    model = create_backbone("test_resnet", str(path), 5)
+    _assert_backbone_is(model, load_file(str(path)))
+    assert any(k.endswith("num_batches_tracked") for k in model.state_dict())
+    # A real parameter missing is still refused.
+    del state["layer1.0.conv1.weight"]
+    save_file(state, str(path))
+    with pytest.raises(UserError, match=r"1 missing, 0 unexpected, 0 shape-mismatched keys "
+                                        r"\(e.g. layer1.0.conv1.weight\)"):
+        create_backbone("test_resnet", str(path), 5)
+
+
+def test_weights_key_on_a_plain_state_dict_is_refused(tmp_path):
+    from paramcorr.backbones import create_backbone
+
+    path = tmp_path / "plain.pth"
+    torch.save(_weights(4), path)
+    with pytest.raises(UserError, match=r"model.weights_key=state_dict_ema, but .* is one plain "
+                                        r"state dict; set model.weights_key=null"):
+        create_backbone("test_resnet", str(path), 5, weights_key="state_dict_ema")

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 
 from helpers import folder_config, make_tree
-from paramcorr.data import build_data
+from paramcorr.data import build_data, count_classes
+from paramcorr.errors import UserError
 from paramcorr.job import run_job
 
 IMAGENET = dict(input_size=(3, 32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
-def digits(**overrides):
+def digits(input_size=(3, 32, 32), **overrides):
     cfg = dict(name="digits", classes=[5, 6, 7, 8, 9], split_seed=0, val_fraction=0.2,
                test_fraction=0.2, shift_rotation_deg=25.0, shift_noise_std=0.2, augment=False)
-    return build_data(OmegaConf.create({**cfg, **overrides}), IMAGENET)
+    return build_data(OmegaConf.create({**cfg, **overrides}),
+                      {**IMAGENET, "input_size": input_size})
 
 
 def test_digits_splits_cover_the_subset_stratified_and_relabelled():
@@ -57,3 +60,41 @@ def test_imagefolder_job_with_splits_generalization_and_augmentation(train_confi
         assert record["run"]["num_classes"] == 2
         assert 0.0 <= record["metrics"]["gen_acc"] <= 1.0
         assert record["cached_features"] is (augment == "false" and freeze == "base")
+
+
+def _folder_data(root, **overrides):
+    cfg = dict(name="imagefolder", root=str(root), classes=None, augment=False,
+               on_bad_image="error", split_seed=0, val_fraction=0.2, test_fraction=0.2,
+               generalization_root=None)
+    return OmegaConf.create({**cfg, **overrides})
+
+
+def test_count_classes_agrees_with_the_loaded_data(tmp_path):
+    for classes in (None, [1, 2, 3]):
+        cfg = OmegaConf.create(dict(name="digits", classes=classes, split_seed=0,
+                                    val_fraction=0.2, test_fraction=0.2, augment=False,
+                                    shift_rotation_deg=25.0, shift_noise_std=0.2))
+        assert count_classes(cfg) == build_data(cfg, IMAGENET).num_classes
+    assert count_classes(OmegaConf.create(dict(name="digits", classes=None))) == len(
+        set(load_digits().target))
+    root = make_tree(tmp_path / "images", classes=("a", "b", "c"))
+    assert count_classes(_folder_data(root)) == 3 == build_data(_folder_data(root),
+                                                                 IMAGENET).num_classes
+
+
+def test_count_classes_fails_as_loading_does(tmp_path):
+    (tmp_path / "no_train").mkdir()
+    for cfg in (_folder_data(None), _folder_data(tmp_path / "missing"),
+                _folder_data(tmp_path / "no_train"), _folder_data(tmp_path, classes=["a", "a"])):
+        with pytest.raises(UserError) as counting:
+            count_classes(cfg)
+        with pytest.raises(UserError) as loading:
+            build_data(cfg, IMAGENET)
+        assert str(counting.value) == str(loading.value)
+
+
+def test_digits_too_large_for_memory_are_refused_before_resizing():
+    size = 20000  # 2 x 901 images x 3 x 20000^2 x 4 bytes: terabytes
+    with pytest.raises(UserError, match=rf"data.image_size={size} makes the in-memory digits "
+                                        r"set \d+ GiB, more than this machine's \d+ GiB"):
+        digits(input_size=(3, size, size))

@@ -11,7 +11,7 @@ from timm.models import group_parameters
 
 from paramcorr.classifier import ClassifierModule
 from paramcorr.errors import UserError
-from paramcorr.freezing import apply_freeze, count_parameters, hold_frozen_in_eval
+from paramcorr.freezing import ParamCounts, apply_freeze, count_parameters, hold_frozen_in_eval
 
 ARCHS = ["test_resnet", "test_efficientnet", "test_convnext", "mobilenetv3_small_050"]
 
@@ -31,10 +31,12 @@ def test_base_trains_exactly_the_classifier(name: str) -> None:
     model = fresh(name)
     apply_freeze(model, "base")
     reference = fresh(name)
-    expected = sum(p.numel() for p in reference.get_classifier().parameters())
+    head = {id(p) for p in reference.get_classifier().parameters()}
+    expected = sum(p.numel() for p in reference.parameters() if id(p) in head)
+    backbone = sum(p.numel() for p in reference.parameters() if id(p) not in head)
     total = sum(p.numel() for p in reference.parameters())
     counts = count_parameters(model)
-    assert (counts.trainable, counts.total, counts.frozen) == (expected, total, total - expected)
+    assert (counts.trainable, counts.total, counts.frozen) == (expected, total, backbone)
     assert optimizer_count(model) == expected
 
 
@@ -43,7 +45,7 @@ def test_none_trains_everything(name: str) -> None:
     model = fresh(name)
     apply_freeze(model, "none")
     total = sum(p.numel() for p in fresh(name).parameters())
-    assert count_parameters(model).trainable == total
+    assert count_parameters(model) == ParamCounts(total=total, trainable=total, frozen=0)
     assert optimizer_count(model) == total
 
 
@@ -59,8 +61,9 @@ def test_partial_freezes_the_first_k_timm_groups(name: str) -> None:
         model = fresh(name)
         apply_freeze(model, "partial", k, name)
         frozen = sum(sizes[n] for group in ordered[:k] for n in group)
+        trained = sum(sizes[n] for group in ordered[k:] for n in group)
         counts = count_parameters(model)
-        assert counts.trainable == total - frozen
+        assert (counts.total, counts.trainable, counts.frozen) == (total, trained, frozen)
         assert optimizer_count(model) == total - frozen
         if previous is not None:
             assert counts.trainable <= previous  # a dose-response: deeper freeze, fewer params

@@ -1,30 +1,46 @@
 """timm backbones: name check, weights (imagenet / random / checkpoint file), input size.
 
 One factory, :func:`create_backbone`. A checkpoint file is loaded through timm's own
-``pretrained_cfg_overlay=dict(file=...)`` path, which drops a classifier whose class count
+pretrained path (``pretrained_cfg_overlay``), which drops a classifier whose class count
 differs and so gives a fresh head for the target classes.
+
+Which weights a checkpoint file gives (:func:`read_weights`): a safetensors file or a plain
+``state_dict`` is itself; a checkpoint holding several state dicts (timm's training
+checkpoints hold ``state_dict`` and ``state_dict_ema``) gives ``state_dict`` (else ``model``),
+the non-EMA weights, unless ``model.weights_key`` names another. That one dict is what is
+checked and what is loaded: every backbone tensor present with its shape (a strict load, with
+PyTorch's own tolerance for buffers older state dicts lack, e.g. BatchNorm's
+``num_batches_tracked``), and the loaded model holds exactly its values.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import timm
 import torch
-from safetensors.torch import save_file
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+from safetensors.torch import load_file, save_file
+from timm.models import clean_state_dict, get_pretrained_cfg
 from torch import nn
+from torch.serialization import get_unsafe_globals_in_checkpoint
 
 from paramcorr.atomic import atomic_path
-from paramcorr.errors import UserError
+from paramcorr.errors import UserError, is_out_of_memory
+
+log = logging.getLogger(__name__)
 
 WEIGHT_CHOICES = "model.weights=imagenet, model.weights=random or model.weights=<checkpoint path>"
+# Where training scripts keep the non-EMA weights in a checkpoint, in the order timm reads them.
+PLAIN_WEIGHTS_KEYS = ("state_dict", "model")
 
 
 @functools.cache
@@ -45,26 +61,67 @@ def is_checkpoint_path(weights: str) -> bool:
     return weights not in ("imagenet", "random")
 
 
-def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint without running code: safetensors, or torch.load(weights_only=True)."""
-    from timm.models import load_state_dict
+def _unreadable(path: Path, err: BaseException) -> UserError:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return UserError(f"cannot read weights file {path}: not a safetensors or torch "
+                     f"checkpoint ({type(err).__name__}: {text[:160]}); accepted values: "
+                     f"{WEIGHT_CHOICES}")
 
+
+def _load_file(path: Path) -> Any:
+    """The file's content, without running code: safetensors, or torch.load(weights_only)."""
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as err:  # noqa: BLE001 - any failure here means "not a weights file"
+            raise _unreadable(path, err) from err
     try:
-        return load_state_dict(str(path), use_ema=False, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure here means "not a safe weights file"
-        text = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if "weights_only" in str(err) or "Unpickl" in type(err).__name__ or "GLOBAL" in str(err):
-            import re
+        # torch's own list of what unpickling would import beyond plain tensors and containers
+        # (zip checkpoints, torch.save's format since 1.6; others fail in torch.load below).
+        unsafe = get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 - not a zip checkpoint
+        unsafe = []
+    if unsafe:
+        raise UserError(
+            f"refusing to load {path}: it is a pickle that needs code to run, not plain "
+            f"weights (it would call {unsafe[0]}); save it as safetensors or a plain state_dict")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - as above
+        raise _unreadable(path, err) from err
 
-            calls = re.search(r"Unsupported globals?: (?:GLOBAL )?([\w.]+?)\.?(?:\s|$)", str(err))
-            what = f"it would call {calls.group(1)}" if calls else text[:120]
-            raise UserError(
-                f"refusing to load {path}: it is a pickle that needs code to run, not plain "
-                f"weights ({what}); save it as safetensors or a plain state_dict"
-            ) from err
-        raise UserError(f"cannot read weights file {path}: not a safetensors or torch "
-                        f"checkpoint ({type(err).__name__}: {text[:160]}); accepted values: "
-                        f"{WEIGHT_CHOICES}") from err
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_weights(path: Path, weights_key: str | None = None) -> dict[str, torch.Tensor]:
+    """The one state dict a checkpoint file gives (rule in the module doc)."""
+    content = _load_file(path)
+    if _is_state_dict(content):
+        if weights_key is not None:
+            raise UserError(f"model.weights_key={weights_key}, but {path} is one plain state "
+                            "dict; set model.weights_key=null")
+        return clean_state_dict(content)
+    if not isinstance(content, dict):
+        raise _unreadable(path, TypeError(f"it holds a {type(content).__name__}"))
+    held = [str(k) for k, v in content.items() if _is_state_dict(v)]
+    if weights_key is not None:
+        if weights_key not in held:
+            raise UserError(f"model.weights_key={weights_key} is not a state dict in {path} "
+                            f"(it holds {', '.join(held) or 'none'}); pick one of those")
+        chosen = weights_key
+    else:
+        plain = [k for k in PLAIN_WEIGHTS_KEYS if k in held]
+        if not plain and len(held) != 1:
+            if not held:
+                raise _unreadable(path, TypeError("it holds no state dict"))
+            raise UserError(f"{path} holds {len(held)} state dicts ({', '.join(held)}) and none "
+                            "is state_dict or model; choose one with model.weights_key=<name>")
+        chosen = (plain or held)[0]
+    log.debug("weights from %s[%r]", path, chosen)
+    return clean_state_dict(content[chosen])
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
@@ -74,15 +131,25 @@ def _classifier_keys(model: nn.Module) -> set[str]:
     return {f"{n}.{suffix}" for n in names for suffix in ("weight", "bias")}
 
 
-def check_checkpoint_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Path,
-                          model_name: str) -> None:
-    """A checkpoint of another architecture is an error, not a silent partial load."""
-    expected = model.state_dict()
-    head = _classifier_keys(model)
-    missing = sorted(k for k in expected if k not in state and k not in head)
-    unexpected = sorted(k for k in state if k not in expected and k not in head)
+def check_checkpoint_fits(model_name: str, state: dict[str, torch.Tensor], path: Path,
+                          **create_kwargs: Any) -> dict[str, torch.Tensor]:
+    """The backbone part of ``state`` (all but the classifier), if it fits ``model_name``.
+
+    A strict load as PyTorch does it, on the meta device (no memory): every backbone key
+    present with its shape, none left over; a key PyTorch itself tolerates missing (an old
+    state dict's ``num_batches_tracked``) is tolerated. Anything else is an error, not a
+    silent partial load.
+    """
+    with torch.device("meta"):
+        probe = timm.create_model(model_name, pretrained=False, **create_kwargs)
+    head = _classifier_keys(probe)
+    expected = probe.state_dict()
     mismatched = sorted(k for k in state if k in expected and k not in head
                         and tuple(state[k].shape) != tuple(expected[k].shape))
+    backbone = {k: v for k, v in state.items() if k not in head and k not in mismatched}
+    report = probe.load_state_dict(backbone, strict=False, assign=True)
+    missing = sorted(k for k in report.missing_keys if k not in head)
+    unexpected = sorted(report.unexpected_keys)
     if missing or unexpected or mismatched:
         example = (missing or unexpected or mismatched)[0]
         raise UserError(
@@ -90,60 +157,106 @@ def check_checkpoint_fits(model: nn.Module, state: dict[str, torch.Tensor], path
             f"{len(unexpected)} unexpected, {len(mismatched)} shape-mismatched keys "
             f"(e.g. {example}); was it saved from another architecture?"
         )
+    return backbone
 
 
-def create_backbone(name: str, weights: str, num_classes: int, drop_rate: float = 0.0) -> nn.Module:
+def _check_loaded(model: nn.Module, backbone: dict[str, torch.Tensor], path: Path,
+                  model_name: str) -> None:
+    """The model holds exactly the checked tensors (timm loaded what was validated)."""
+    loaded = model.state_dict()
+    differ = [k for k, v in backbone.items() if not torch.equal(loaded[k], v.to(loaded[k].dtype))]
+    if differ:
+        raise UserError(f"weights file {path}: {model_name} loaded {len(differ)} tensors that "
+                        f"differ from the file's (e.g. {differ[0]}); timm converted them, so "
+                        "the file is not in timm's format for this model")
+
+
+def create_backbone(name: str, weights: str, num_classes: int, drop_rate: float = 0.0,
+                    weights_key: str | None = None) -> nn.Module:
     """A timm model with ``num_classes`` outputs and the requested weights.
 
     ``weights``: ``imagenet`` (timm's pretrained tag, downloaded and cached by timm),
-    ``random``, or a path to a timm-compatible checkpoint (``.safetensors`` or a plain
-    ``state_dict`` file); the checkpoint's classifier is replaced by a fresh one.
+    ``random``, or a path to a timm-compatible checkpoint (``.safetensors`` or a torch
+    checkpoint; ``weights_key`` picks among several state dicts, see :func:`read_weights`);
+    the checkpoint's classifier is replaced by a fresh one.
     """
     check_model_name(name)
     kwargs: dict[str, Any] = dict(num_classes=num_classes, drop_rate=drop_rate)
     if weights == "random":
         return timm.create_model(name, pretrained=False, **kwargs)
     if weights == "imagenet":
-        try:
-            with _hub_offline_if_unreachable() as unreachable:
-                try:
-                    return timm.create_model(name, pretrained=True, **kwargs)
-                except Exception as err:
-                    if unreachable and _looks_like_network_error(err):
-                        raise _download_error(name, unreachable) from err
-                    raise
-        except UserError:
-            raise
-        except RuntimeError as err:
-            if "No pretrained weights" in str(err):
-                raise UserError(f"timm has no ImageNet weights for {name}; use "
-                                "model.weights=random or a local checkpoint file") from err
-            raise _download_error(name, err) from err
-        except (OSError, ConnectionError, TimeoutError) as err:
-            raise _download_error(name, err) from err
-        except Exception as err:
-            if _looks_like_network_error(err):
-                raise _download_error(name, err) from err
-            raise
+        return _imagenet_backbone(name, kwargs)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise UserError(f"weights file not found: {path}; accepted values: {WEIGHT_CHOICES}")
-    state = _checkpoint_state(path)
+    state = read_weights(path, weights_key)
     # timm drops the checkpoint's classifier when the class counts differ; force that by
     # declaring a class count no target uses, so the head is always fresh for the new task.
-    overlay = dict(file=str(path.resolve()), num_classes=-1)
+    # The state dict is handed over in memory (a copy: timm removes the head's keys from it),
+    # so timm loads this dict and no other.
+    overlay = dict(state_dict=dict(state), num_classes=-1)
     try:
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay,
                                   **kwargs)
     except RuntimeError:
-        # A shape mismatch: say which keys do not fit, on a model built without the file.
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        check_checkpoint_fits(model, state, path, name)
+        # A shape mismatch: say which keys do not fit.
+        check_checkpoint_fits(name, state, path, **kwargs)
         raise
+    # timm keeps a deep copy of the overlay in pretrained_cfg: not for the model's lifetime.
+    model.pretrained_cfg["state_dict"] = None
     # timm loads non-strictly once the head is dropped: missing or unexpected keys are ours
     # to refuse.
-    check_checkpoint_fits(model, state, path, name)
+    backbone = check_checkpoint_fits(name, state, path, **kwargs)
+    _check_loaded(model, backbone, path, name)
     return model
+
+
+def _imagenet_backbone(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """timm's pretrained weights; without a route to the hub, from the hub cache or fail fast.
+
+    No process-wide offline switch: when the hub cannot be reached, the cached file (if any)
+    is handed to timm by path, so nothing waits on huggingface_hub's retries.
+    """
+    unreachable = _hub_unreachable()
+    overlay = None
+    if unreachable:
+        cached = _cached_hub_file(name)
+        if cached is None and _hub_id(name):
+            raise _download_error(name, unreachable)
+        overlay = dict(file=cached) if cached else None
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay,
+                                 **kwargs)
+    except RuntimeError as err:
+        if "No pretrained weights" in str(err):
+            raise UserError(f"timm has no ImageNet weights for {name}; use "
+                            "model.weights=random or a local checkpoint file") from err
+        raise _download_error(name, unreachable or err) from err
+    except (OSError, ConnectionError, TimeoutError) as err:
+        raise _download_error(name, unreachable or err) from err
+    except Exception as err:
+        if _looks_like_network_error(err):
+            raise _download_error(name, unreachable or err) from err
+        raise
+
+
+def _hub_id(name: str) -> str | None:
+    cfg = get_pretrained_cfg(name)
+    return cfg.hf_hub_id if cfg is not None else None
+
+
+def _cached_hub_file(name: str) -> str | None:
+    """The weights file timm would download for ``name``, if the hub cache holds it."""
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else [
+        "model.safetensors", "pytorch_model.bin"]
+    for filename in names:
+        found = try_to_load_from_cache(cfg.hf_hub_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
 
 
 def _looks_like_network_error(err: BaseException) -> bool:
@@ -160,14 +273,10 @@ def _hub_unreachable() -> str | None:
     huggingface_hub's retries (about 25 s per file, two files per model). Behind a proxy, or
     with HF_HUB_OFFLINE=1 already set, there is nothing to probe.
     """
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or any(
+    if hub_constants.HF_HUB_OFFLINE or any(
             os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None
-    url = urlsplit(constants.ENDPOINT)
+    url = urlsplit(hub_constants.ENDPOINT)
     host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
     if not host:
         return None
@@ -176,23 +285,6 @@ def _hub_unreachable() -> str | None:
     except OSError as err:
         return f"{host} unreachable: {err}"
     return None
-
-
-@contextmanager
-def _hub_offline_if_unreachable() -> Iterator[str | None]:
-    """Hub offline mode while the hub is unreachable: cached weights load, others fail fast."""
-    reason = _hub_unreachable()
-    if reason is None:
-        yield None
-        return
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield reason
-    finally:
-        constants.HF_HUB_OFFLINE = before
 
 
 def _download_error(name: str, err: BaseException | str) -> UserError:
@@ -214,12 +306,17 @@ def data_config(model: nn.Module, image_size: int | None) -> dict[str, Any]:
     return cfg
 
 
-def _forward_ok(model: nn.Module, size: int) -> bool:
+def _forward_error(model: nn.Module, size: int) -> BaseException | None:
     try:
         model(torch.zeros(1, 3, size, size))
-        return True
-    except RuntimeError:
-        return False
+        return None
+    except (RuntimeError, MemoryError) as err:
+        return err
+
+
+# Up to this size a failing input is searched for the backbone's minimum; above it, a
+# failure is reported as it is.
+SEARCH_LIMIT = 1024
 
 
 def check_input_size(model: nn.Module, name: str, size: int) -> None:
@@ -228,17 +325,26 @@ def check_input_size(model: nn.Module, name: str, size: int) -> None:
     model.eval()
     try:
         with torch.inference_mode():
-            if _forward_ok(model, size):
+            err = _forward_error(model, size)
+            if err is None:
                 return
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            if is_out_of_memory(err):
+                raise UserError(f"data.image_size={size}: one {size}px image does not fit in "
+                                f"memory for {name} ({reason}); use a smaller data.image_size "
+                                "(or null for its default)")
+            if size >= SEARCH_LIMIT:
+                raise UserError(f"{name} fails on {size}px input ({reason}); use a smaller "
+                                "data.image_size (or null for its default)")
             low, high = size, max(size * 2, 64)
-            while not _forward_ok(model, high):
+            while _forward_error(model, high) is not None:
                 low, high = high, high * 2
-                if high > 1024:
+                if high > SEARCH_LIMIT:
                     raise UserError(f"{name} fails on {size}px input and on every size up to "
-                                    "1024px; check the model")
+                                    f"{SEARCH_LIMIT}px ({reason}); check the model")
             while high - low > 1:
                 mid = (low + high) // 2
-                low, high = (low, mid) if _forward_ok(model, mid) else (mid, high)
+                low, high = (mid, high) if _forward_error(model, mid) else (low, mid)
     finally:
         model.train(was_training)
     raise UserError(f"{name} cannot take {size}px input: the minimum size for {name} is "

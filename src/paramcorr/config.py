@@ -1,26 +1,106 @@
 """Structured config schema: every key, its type and its range, checked before any training.
 
-The YAML files under ``conf/`` hold values; these dataclasses hold the shape. Hydra merges the
-YAML onto the schema in struct mode, so a misspelt key or a wrong type fails at composition and
-names the key. Ranges that a type cannot express are checked by :func:`validate`.
+The dataclasses here are the one place where a key's default is stated; the YAML files under
+``conf/`` hold only what a config-group option sets differently. Hydra merges the YAML onto
+the schema in struct mode, so a misspelt key, a wrong type or a choice outside its
+:class:`Choice` enum fails at composition and names the key: in a multirun, Hydra composes every
+job's config before launching any, so such a typo stops the sweep before a job directory exists.
+Ranges that a type cannot express are checked by :func:`validate`, before a model is built.
+
+torch, timm and lightning are imported inside the checks that use them, deliberately: the
+scripts import this module before Hydra composes, and a composition error or ``--help`` should
+answer at once rather than after seconds of imports.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, get_args
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.nodes import EnumNode
 
 from paramcorr.errors import UserError
 
-FREEZE_STRATEGIES = ("base", "none", "partial")
-EVAL_WEIGHTS = ("last", "best")
-CACHE_MODES = ("auto", "true", "false")
-OUT_OF_RANGE = ("error", "skip")
-BAD_IMAGE_POLICIES = ("error", "skip")
+
+class Choice(str, Enum):
+    """A config value from a fixed set: refused at composition if it is not one, exactly.
+
+    A ``str`` subclass, so code compares it with plain strings (``strategy == "base"``), and it
+    prints and JSON-encodes as its name: records and config hashes read as before.
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class FreezeStrategy(Choice):
+    base = "base"
+    none = "none"
+    partial = "partial"
+
+
+class EvalWeights(Choice):
+    last = "last"
+    best = "best"
+
+
+class OutOfRange(Choice):
+    """freeze=partial with more stages than the backbone has: a failed run, or no run."""
+
+    error = "error"
+    skip = "skip"
+
+
+class BadImagePolicy(Choice):
+    error = "error"
+    skip = "skip"
+
+
+class DatasetName(Choice):
+    digits = "digits"
+    imagefolder = "imagefolder"
+
+
+class AutoBool(Choice):
+    """An honest tri-state: ``auto`` (the code decides), ``true`` (required), ``false`` (off).
+
+    Hydra reads ``key=true`` on the command line as a bool, which OmegaConf's enum nodes refuse,
+    so fields of this type get an :class:`AutoBoolNode` that also takes the bools (see
+    :func:`schema`). Any other value (``maybe``, ``AUTO``) fails at composition.
+    """
+
+    auto = "auto"
+    true = "true"
+    false = "false"
+
+    def decide(self, auto: bool) -> bool:
+        """The setting as a bool, given what ``auto`` would choose."""
+        return auto if self is AutoBool.auto else self is AutoBool.true
+
+
+class AutoBoolNode(EnumNode):
+    """An :class:`AutoBool` config node that also accepts ``true`` / ``false`` as bools."""
+
+    def __init__(self, value: Any = None, key: Any = None, parent: Any = None,
+                 is_optional: bool = True, flags: dict[str, bool] | None = None) -> None:
+        super().__init__(enum_type=AutoBool, value=value, key=key, parent=parent,
+                         is_optional=is_optional, flags=flags)
+
+    def _validate_and_convert_impl(self, value: Any) -> Enum:
+        if isinstance(value, bool):
+            return AutoBool.true if value else AutoBool.false
+        return super()._validate_and_convert_impl(value)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AutoBoolNode:
+        res = AutoBoolNode()
+        self._deepcopy_impl(res, memo)
+        return res
 
 
 @dataclass
@@ -28,12 +108,16 @@ class ModelConfig:
     name: str = MISSING
     # "imagenet" (timm's pretrained weights, from the hub), "random", or a checkpoint path.
     weights: str = "imagenet"
+    # A checkpoint file holding several state dicts (timm's training checkpoints hold
+    # state_dict and state_dict_ema): which one to load. null: state_dict (or model), the
+    # non-EMA weights; e.g. model.weights_key=state_dict_ema for the EMA ones.
+    weights_key: str | None = None
     drop_rate: float = 0.0
 
 
 @dataclass
 class DataConfig:
-    name: str = MISSING
+    name: DatasetName = MISSING
     # None: the backbone's own input size (timm data config).
     image_size: int | None = None
     batch_size: int = 64
@@ -41,9 +125,10 @@ class DataConfig:
     # None: sized to the machine (ImageFolder only; in-memory data needs no workers).
     num_workers: int | None = None
     augment: bool = False
-    # Class subset, by label (digits) or folder name (imagefolder); None keeps all.
+    # Class subset, by label (digits: ints 0-9) or folder name (imagefolder); None keeps all.
     classes: list[Any] | None = None
-    on_bad_image: str = "error"
+    # An image that cannot be fully decoded: error (naming it) or skip (and count it).
+    on_bad_image: BadImagePolicy = BadImagePolicy.error
     split_seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -73,19 +158,23 @@ class AdamConfig(OptimizerConfig):
 @dataclass
 class SGDConfig(OptimizerConfig):
     _target_: str = "torch.optim.SGD"
+    # Keras' default, as in the study; optimizer.momentum=0.9 for heavy-ball.
     momentum: float = 0.0
     nesterov: bool = False
 
 
 @dataclass
 class FreezeConfig:
-    strategy: str = "none"
+    # Named by each freeze group option (base, none, partial).
+    strategy: FreezeStrategy = MISSING
     # partial: how many of timm's coarse parameter groups to freeze, from the stem on.
     stages: int | None = None
-    cache_features: str = "auto"
+    # freeze=base: train the head on cached backbone features. auto: when that is equivalent
+    # (no augmentation, a head separable from the backbone); true: required; false: never.
+    cache_features: AutoBool = AutoBool.auto
     # partial, stages beyond the backbone's groups: error (a failed run) or skip (no record;
     # for depth sweeps, see paramcorr.depth).
-    out_of_range: str = "error"
+    out_of_range: OutOfRange = OutOfRange.error
 
 
 @dataclass
@@ -97,18 +186,29 @@ class PathsConfig:
 
 @dataclass
 class TrainConfig:
+    # Sweep name: multiruns write to outputs/multirun/<name>/..., so re-running a sweep finds
+    # its finished jobs.
     name: str = "default"
     seed: int = 0
+    # The study's learning-rate axis (lr=1e-2, 1e-3, 1e-4); feeds optimizer.lr.
     lr: float = 1e-3
+    # Re-raise errors instead of writing a `failed` record (for debugging one run).
     strict: bool = False
-    eval_weights: str = "last"
+    # Which weights are evaluated: the last epoch's, or the best by validation accuracy.
+    eval_weights: EvalWeights = EvalWeights.last
+    # Also save the fine-tuned model as <job dir>/model.safetensors (timm-compatible).
     save_weights: bool = False
+    # None: channels_last memory format on GPU runs only.
     channels_last: bool | None = None
     compile: bool = False
-    data: DataConfig = MISSING
+    # The metric a job returns to Hydra's sweeper (what an optimising sweeper tunes on).
+    optimized_metric: str = "val_acc"
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = MISSING
     optimizer: Any = MISSING
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    # lightning.Trainer arguments: the trainer group sets a few, any other can be added
+    # (an open node, see schema()); validate_trainer refuses names Trainer does not take.
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: Any = None
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -122,7 +222,7 @@ class PretrainConfig:
     strict: bool = False
     channels_last: bool | None = None
     compile: bool = False
-    data: DataConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
     optimizer: Any = MISSING
     trainer: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -130,17 +230,44 @@ class PretrainConfig:
     overwrite: bool = False
 
 
+def _open_auto_bools(cfg: DictConfig) -> None:
+    for key in list(cfg.keys()):
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            _open_auto_bools(node)
+        elif (isinstance(node, EnumNode) and not isinstance(node, AutoBoolNode)
+              and node._metadata.ref_type is AutoBool):
+            cfg._set_item_impl(key, AutoBoolNode(node._value(), is_optional=node._is_optional()))
+
+
+def schema(node: type) -> DictConfig:
+    """The structured config of a schema dataclass, as it is stored for Hydra.
+
+    Two adjustments OmegaConf's dataclass mapping cannot express: :class:`AutoBool` fields
+    accept the bools Hydra parses ``true`` / ``false`` into, and ``trainer`` is open to any
+    key (any lightning.Trainer argument, e.g. ``trainer.limit_train_batches=2``).
+    """
+    cfg = OmegaConf.structured(node)
+    _open_auto_bools(cfg)
+    if "trainer" in cfg:
+        OmegaConf.set_struct(cfg.trainer, False)
+    return cfg
+
+
 def register_schemas() -> None:
     """Make the schemas visible to Hydra's defaults lists (call before composing)."""
     store = ConfigStore.instance()
-    store.store(name="train_schema", node=TrainConfig)
-    store.store(name="pretrain_schema", node=PretrainConfig)
+    store.store(name="train_schema", node=schema(TrainConfig))
+    store.store(name="pretrain_schema", node=schema(PretrainConfig))
     # Under schema/, not in the groups themselves, so they are not listed as choices.
-    store.store(group="schema/data", name="data", node=DataConfig)
-    store.store(group="schema/model", name="model", node=ModelConfig)
-    store.store(group="schema/freeze", name="freeze", node=FreezeConfig)
-    store.store(group="schema/optimizer", name="adam", node=AdamConfig)
-    store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
+    store.store(group="schema/data", name="data", node=schema(DataConfig))
+    store.store(group="schema/model", name="model", node=schema(ModelConfig))
+    store.store(group="schema/freeze", name="freeze", node=schema(FreezeConfig))
+    store.store(group="schema/optimizer", name="adam", node=schema(AdamConfig))
+    store.store(group="schema/optimizer", name="sgd", node=schema(SGDConfig))
+
+
+# --- checks types cannot express ----------------------------------------------------------
 
 
 def _require(ok: bool, message: str) -> None:
@@ -148,9 +275,17 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    _require(str(value).lower() in allowed,
-             f"{key}={value!r} is not one of {', '.join(allowed)}")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Seeds go to numpy (sklearn's random_state, lightning's seed_everything): 0 .. 2**32 - 1.
+SEED_MAX = 2**32 - 1
+
+
+def _check_seed(key: str, value: Any) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX,
+             f"{key}={value} is out of range; use an integer in 0..{SEED_MAX}")
 
 
 def trainer_arg_names() -> set[str]:
@@ -159,20 +294,82 @@ def trainer_arg_names() -> set[str]:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
+def _flat_literals(annotation: Any) -> list[Any]:
+    out: list[Any] = []
+    for arg in get_args(annotation):
+        out += _flat_literals(arg) if get_args(arg) else [arg]
+    return out
+
+
+def precisions() -> tuple[Any, ...]:
+    """What lightning.Trainer(precision=...) accepts, read from Lightning's own type."""
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
+
+    return tuple(_flat_literals(_PRECISION_INPUT))
+
+
+def non_finite_keys(cfg: DictConfig) -> list[str]:
+    """Keys whose (resolved) value is a NaN or infinite float, anywhere in ``cfg``."""
+    found = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{prefix}{i}.")
+        else:
+            key = prefix.rstrip(".")
+            if isinstance(node, str) and "${" in node:
+                node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+            if isinstance(node, float) and not math.isfinite(node):
+                found.append(f"{key}={node}")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return found
+
+
 def validate_optimizer(cfg: DictConfig, key: str = "optimizer") -> None:
     lr = OmegaConf.select(cfg, f"{key}.lr")
-    _require(isinstance(lr, int | float) and not isinstance(lr, bool),
-             f"{key}.lr={lr!r} is not a number; set e.g. {key}.lr=1e-3")
-    _require(lr > 0 and lr == lr and lr != float("inf"),
+    _require(_is_number(lr), f"{key}.lr={lr!r} is not a number; set e.g. {key}.lr=1e-3")
+    _require(lr > 0 and math.isfinite(lr),
              f"{key}.lr={lr} must be a positive finite number; set e.g. {key}.lr=1e-3")
     wd = OmegaConf.select(cfg, f"{key}.weight_decay", default=0.0)
     _require(wd is None or wd >= 0, f"{key}.weight_decay={wd} must be >= 0")
     momentum = OmegaConf.select(cfg, f"{key}.momentum", default=None)
     _require(momentum is None or 0 <= momentum < 1,
              f"{key}.momentum={momentum} must be in [0, 1)")
+    betas = OmegaConf.select(cfg, f"{key}.betas", default=None)
+    if betas is not None:
+        betas = list(betas)
+        _require(len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas),
+                 f"{key}.betas={betas} must be two numbers in [0, 1), e.g. [0.9,0.999]")
+    if OmegaConf.select(cfg, f"{key}.nesterov", default=False):
+        dampening = OmegaConf.select(cfg, f"{key}.dampening", default=0)
+        _require(bool(momentum) and momentum > 0 and not dampening,
+                 f"{key}.nesterov=true needs {key}.momentum > 0 and no dampening; set e.g. "
+                 f"{key}.momentum=0.9, or {key}.nesterov=false")
+    import torch
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    # Whatever else the optimizer's own constructor refuses (eps < 0, an unknown argument),
+    # it refuses here, on one dummy parameter, instead of after the model is built.
+    try:
+        make = instantiate(OmegaConf.select(cfg, key))
+    except InstantiationException as err:
+        raise UserError(f"{key}._target_: {str(err).strip().splitlines()[0]}; use "
+                        f"optimizer=adam or optimizer=sgd") from err
+    try:
+        make([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{key}: {str(err).splitlines()[0]}; fix the {key}.* value") from err
 
 
 def validate_data(data: DictConfig) -> None:
+    from paramcorr.data import check_classes
+
     _require(data.batch_size > 0, f"data.batch_size={data.batch_size} must be > 0")
     _require(data.eval_batch_size > 0,
              f"data.eval_batch_size={data.eval_batch_size} must be > 0")
@@ -183,7 +380,27 @@ def validate_data(data: DictConfig) -> None:
     _require(0 < data.val_fraction < 1 and 0 < data.test_fraction < 1
              and data.val_fraction + data.test_fraction < 1,
              "data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
-    _choice("data.on_bad_image", data.on_bad_image, BAD_IMAGE_POLICIES)
+    _check_seed("data.split_seed", data.split_seed)
+    _require(data.shift_noise_std >= 0,
+             f"data.shift_noise_std={data.shift_noise_std} must be >= 0")
+    check_classes(data)
+
+
+def _accelerator_problem(accelerator: Any) -> str | None:
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    name = str(accelerator).lower()
+    if name == "auto":
+        return None
+    known = sorted(set(AcceleratorRegistry.available_accelerators()) | {"gpu", "auto"})
+    if name not in known:
+        return f"trainer.accelerator={accelerator} is not one of {', '.join(known)}"
+    candidates = ["cuda", "mps"] if name == "gpu" else [name]
+    if not any(AcceleratorRegistry[c]["accelerator"].is_available() for c in candidates
+               if c in AcceleratorRegistry):
+        return (f"trainer.accelerator={accelerator} but this machine has no such device "
+                "(lightning finds none); use trainer=cpu or trainer.accelerator=auto")
+    return None
 
 
 def validate_trainer(trainer: DictConfig) -> None:
@@ -193,28 +410,69 @@ def validate_trainer(trainer: DictConfig) -> None:
                  "or hydra.run.dir / hydra.sweep.dir instead")
     for key in trainer:
         if key not in known:
-            import difflib
-
             close = difflib.get_close_matches(str(key), sorted(known), n=3)
             hint = f"; did you mean {', '.join('trainer.' + c for c in close)}?" if close else ""
             raise UserError(f"trainer.{key} is not a lightning.Trainer argument{hint}")
     max_epochs = trainer.get("max_epochs")
     _require(max_epochs is None or max_epochs >= 0,
              f"trainer.max_epochs={max_epochs} must be >= 0")
+    precision = trainer.get("precision")
+    _require(precision is None or precision in precisions(),
+             f"trainer.precision={precision} is not a Lightning precision; use one of "
+             f"{', '.join(str(p) for p in precisions())}")
+    problem = _accelerator_problem(trainer.get("accelerator", "auto"))
+    _require(problem is None, problem or "")
+
+
+def _batch_norm_trains(cfg: DictConfig) -> bool:
+    """Whether a BatchNorm layer of the backbone is in train mode under the freeze strategy.
+
+    Built on the meta device: no weights, no memory, only the module structure.
+    """
+    import timm
+    import torch
+
+    from paramcorr import freezing
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(str(cfg.model.name), pretrained=False)
+        freezing.apply_freeze(model, cfg.freeze.strategy, cfg.freeze.stages, cfg.model.name)
+    except Exception:  # noqa: BLE001 - a bad name or stage count is reported by the run
+        return False
+    if cfg.freeze.strategy == "base":
+        return False
+    held = {id(m) for m in freezing.fully_frozen_modules(model)} \
+        if cfg.freeze.strategy == "partial" else set()
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in held
+               for m in model.modules())
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check what types cannot: ranges and choices. Raises :class:`UserError` naming the key."""
+    """Check what types cannot (ranges, combinations): a :class:`UserError` naming the key."""
+    _check_seed("seed", cfg.seed)
     validate_optimizer(cfg)
     validate_data(cfg.data)
     validate_trainer(cfg.trainer)
-    _choice("freeze.strategy", cfg.freeze.strategy, FREEZE_STRATEGIES)
-    _choice("freeze.cache_features", cfg.freeze.cache_features, CACHE_MODES)
-    _choice("freeze.out_of_range", cfg.freeze.out_of_range, OUT_OF_RANGE)
-    _choice("eval_weights", cfg.eval_weights, EVAL_WEIGHTS)
     stages = cfg.freeze.stages
     if cfg.freeze.strategy == "partial":
         _require(stages is not None and stages >= 0,
                  "freeze=partial needs freeze.stages=<int >= 0> (0 trains everything)")
+    if cfg.freeze.cache_features == AutoBool.true:
+        _require(cfg.freeze.strategy == "base",
+                 f"freeze.cache_features=true needs freeze=base (got freeze="
+                 f"{cfg.freeze.strategy}); use freeze.cache_features=auto")
+        _require(not cfg.data.augment, "freeze.cache_features=true cannot hold with "
+                 "data.augment=true (inputs change every epoch); use freeze.cache_features=auto")
     _require(cfg.model.weights not in ("", None),
              "model.weights is empty; use imagenet, random or a checkpoint path")
+    _require(0 <= cfg.model.drop_rate < 1,
+             f"model.drop_rate={cfg.model.drop_rate} must be in [0, 1)")
+    # The checks above name their own keys; any other NaN or infinity (a shift, a clip value):
+    bad = non_finite_keys(cfg)
+    _require(not bad, f"{bad[0] if bad else ''} is not a finite number; set a finite value")
+    if cfg.data.batch_size == 1:
+        _require(not _batch_norm_trains(cfg),
+                 f"data.batch_size=1 with freeze={cfg.freeze.strategy}: {cfg.model.name}'s "
+                 "BatchNorm layers train and cannot normalize one sample; use "
+                 "data.batch_size=2 or more")

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as tvf
+from tqdm.auto import tqdm
 
 from paramcorr.errors import UserError
 
@@ -57,6 +68,58 @@ def build_data(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
     raise UserError(f"unknown dataset data.name={cfg.name!r}; use data=digits or data=imagefolder")
 
 
+def check_classes(cfg: DictConfig) -> list[Any] | None:
+    """``data.classes`` as a list, refused if an element has the wrong type or repeats.
+
+    digits: labels, ints among load_digits' targets. imagefolder: folder names (strings, or
+    ints standing for names like ``7``). A repeated class would train a head with a phantom
+    output that no image carries.
+    """
+    if cfg.classes is None:
+        return None
+    raw = cfg.classes
+    items = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else list(raw)
+    digits = cfg.name == "digits"
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int if digits else int | str):
+            kind = "a digit label (an int)" if digits else "a class folder name"
+            raise UserError(f"data.classes={items}: {item!r} is not {kind}; "
+                            f"e.g. data.classes={'[5,6,7]' if digits else '[cat,dog]'}")
+    repeated = [c for c, n in Counter(str(c) for c in items).items() if n > 1]
+    if repeated:
+        raise UserError(f"data.classes={items} names {repeated[0]} more than once; "
+                        "list each class once")
+    if digits:
+        known = digit_labels()
+        if set(items) - set(known) or len(items) < 2:
+            raise UserError(f"data.classes={items} must name at least two digits among "
+                            f"{known[0]}..{known[-1]}")
+    return items
+
+
+def count_classes(cfg: DictConfig) -> int:
+    """How many classes the data will have, before it is loaded (the head needs it first)."""
+    classes = check_classes(cfg)
+    if classes is not None:
+        return len(classes)
+    if cfg.name == "digits":
+        return len(digit_labels())
+    return len(_class_dirs(_train_dir(cfg)))
+
+
+# --- digits -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    return load_digits(return_X_y=True)
+
+
+def digit_labels() -> list[int]:
+    """The labels of scikit-learn's digits set (0..9), read from the data."""
+    return sorted(int(d) for d in set(_load_digits()[1]))
+
+
 # --- digits -------------------------------------------------------------------------------
 
 
@@ -73,50 +136,84 @@ class AugmentedTensors(Dataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
-def _stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float,
-                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
+# Each class needs a sample in train, val and test.
+MIN_PER_CLASS = 3
 
+
+def _stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float,
+                      seed: int, class_names: list[str], where: str,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train/val/test indices with every class in every part, or a UserError saying why.
+
+    ``where`` names the images being split (e.g. a train/ folder), for the message.
+    """
+    counts = np.bincount(labels, minlength=len(class_names))
+    few = [(class_names[i], int(n)) for i, n in enumerate(counts) if n < MIN_PER_CLASS]
+    if few:
+        name, n = few[0]
+        raise UserError(
+            f"class {name!r} has {n} image(s) in {where}; a stratified train/val/test split "
+            f"needs at least {MIN_PER_CLASS} per class: add images, give val/ and test/ "
+            "folders, or leave the class out of data.classes")
     index = np.arange(len(labels))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels,
-                                  random_state=seed)
+    try:
+        rest, test = train_test_split(index, test_size=test_fraction, stratify=labels,
+                                      random_state=seed)
+    except ValueError as err:
+        raise _split_error("data.test_fraction", test_fraction, len(class_names), where,
+                           err) from err
     val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest],
-                                  random_state=seed)
+    try:
+        train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest],
+                                      random_state=seed)
+    except ValueError as err:
+        raise _split_error("data.val_fraction", val_fraction, len(class_names), where,
+                           err) from err
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _split_error(key: str, value: float, classes: int, where: str,
+                 err: ValueError) -> UserError:
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return UserError(f"{key}={value} cannot split {where} into parts holding each of its "
+                     f"{classes} classes ({reason}); raise {key} or add images")
 
 
 def _digits_shift(images: torch.Tensor, rotation_deg: float, noise_std: float,
                   seed: int) -> torch.Tensor:
     """The generalization set: a fixed rotation plus seeded Gaussian noise, clamped to [0, 1]."""
-    from torchvision.transforms.v2 import functional as tvf
-
     rotated = tvf.rotate(images, angle=rotation_deg,
                          interpolation=tvf.InterpolationMode.BILINEAR)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed + 1))
     return (rotated + noise_std * noise).clamp(0.0, 1.0)
 
 
-def _digits(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
-    from sklearn.datasets import load_digits
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
-    pixels, labels = load_digits(return_X_y=True)
-    wanted = list(range(10)) if cfg.classes is None else [int(c) for c in cfg.classes]
-    unknown = sorted(set(wanted) - set(range(10)))
-    if unknown or len(set(wanted)) < 2:
-        raise UserError(f"data.classes={wanted} must name at least two digits among 0..9")
+
+def _digits(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
+    pixels, labels = _load_digits()
+    wanted = check_classes(cfg) or digit_labels()
     keep = np.isin(labels, wanted)
     pixels, labels = pixels[keep], labels[keep]
     relabel = {digit: i for i, digit in enumerate(wanted)}
     targets = torch.tensor([relabel[d] for d in labels], dtype=torch.long)
 
     size = data_config["input_size"][-1]
+    # The set lives in memory as float32 RGB, about twice over (resized and normalized).
+    needed = 2 * len(labels) * 3 * size * size * 4
+    if needed > _memory_bytes():
+        raise UserError(f"data.image_size={size} makes the in-memory digits set "
+                        f"{needed / 2**30:.0f} GiB, more than this machine's "
+                        f"{_memory_bytes() / 2**30:.0f} GiB; use a smaller data.image_size")
     images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
     images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
                                              align_corners=False).clamp(0.0, 1.0)
     images = images.expand(-1, 3, -1, -1).contiguous()
     train_idx, val_idx, test_idx = _stratified_split(
-        targets.numpy(), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+        targets.numpy(), cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
+        [str(d) for d in wanted], "the digits set")
     gen_images = _digits_shift(images[test_idx], cfg.shift_rotation_deg, cfg.shift_noise_std,
                                cfg.split_seed)
 
@@ -129,8 +226,6 @@ def _digits(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
     train_x = normalized(images[train_idx])
     train_eval = TensorDataset(train_x, targets[train_idx])
     if cfg.augment:
-        from torchvision.transforms import v2
-
         train: Dataset = AugmentedTensors(
             train_x, targets[train_idx], v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
     else:
@@ -157,13 +252,14 @@ def _digits(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
 
 
 def _image_is_readable(path: str) -> bool:
-    from PIL import Image
-
+    """Whether ``path`` decodes completely (a truncated JPEG passes verify(), not load())."""
     try:
         if os.path.getsize(path) == 0:
             return False
         with Image.open(path) as image:
-            image.verify()
+            image.verify()  # structure and checksums, without decoding
+        with Image.open(path) as image:
+            image.load()  # every pixel
         return True
     except Exception:  # noqa: BLE001 - any decoder failure means the file is unusable
         return False
@@ -175,10 +271,11 @@ _SCANS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
 
 
 def _scan_images(root: Path, class_names: list[str], policy: str) -> tuple[set[str], int]:
-    """Readable image files under ``root``; a bad one is an error naming it, or skipped."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-    from tqdm.auto import tqdm
+    """Readable image files under ``root``; a bad one is an error naming it, or skipped.
 
+    Every image is fully decoded once per process (and per listing), so that what the
+    loaders, workers or the feature cache read later is known to decode.
+    """
     files = sorted(
         str(p) for c in class_names for p in (root / c).rglob("*")
         if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
@@ -196,7 +293,8 @@ def _scan_images(root: Path, class_names: list[str], policy: str) -> tuple[set[s
     good, bad = _SCANS[signature]
     if bad and policy == "error":
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise UserError(f"unreadable image {bad[0]}{more}; remove it or set "
+        raise UserError(f"unreadable image {bad[0]}{more} (it does not fully decode); remove it "
+                        "or set "
                         "data.on_bad_image=skip to skip and count such files")
     return set(good), len(bad)
 
@@ -206,8 +304,6 @@ def _class_dirs(root: Path) -> list[str]:
 
 
 def _folder(root: Path, class_names: list[str], transform: Any, good: set[str]) -> Dataset:
-    from torchvision.datasets import ImageFolder
-
     class Folder(ImageFolder):
         def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
             return class_names, {c: i for i, c in enumerate(class_names)}
@@ -230,19 +326,25 @@ def _check_split_classes(name: str, root: Path, expected: list[str]) -> None:
             f"extra {extra or 'none'}; every split needs the same class names")
 
 
-def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
-    from timm.data import create_transform
-
-    if not cfg.root:
+def _train_dir(cfg: DictConfig) -> Path:
+    """``data.root``/train, or a UserError saying which part is missing."""
+    value = OmegaConf.select(cfg, "root", default=None)
+    if not value:
         raise UserError("data=imagefolder needs data.root=<dir with train/ (and val/, test/)>")
-    root = Path(cfg.root).expanduser()
+    root = Path(str(value)).expanduser()
     if not root.is_dir():
         raise UserError(f"data.root not found: {root}")
-    train_dir = root / "train"
-    if not train_dir.is_dir():
+    if not (root / "train").is_dir():
         raise UserError(f"no train/ dir in data.root={root}; expected root/train/<class>/*")
+    return root / "train"
+
+
+def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
+    wanted = check_classes(cfg)
+    train_dir = _train_dir(cfg)
+    root = train_dir.parent
     all_classes = _class_dirs(train_dir)
-    class_names = all_classes if cfg.classes is None else [str(c) for c in cfg.classes]
+    class_names = all_classes if wanted is None else [str(c) for c in wanted]
     unknown = sorted(set(class_names) - set(all_classes))
     if unknown:
         raise UserError(f"data.classes names {unknown}, not class dirs of {train_dir} "
@@ -284,7 +386,8 @@ def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
         # Split the missing parts off train/, stratified and seeded, as documented.
         labels = np.asarray(train_full.targets)
         train_idx, val_idx, test_idx = _stratified_split(
-            labels, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+            labels, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, class_names,
+            str(train_dir))
         carved = {"val": val_idx, "test": test_idx}
         keep = train_idx
         for split in ("val", "test"):

@@ -28,10 +28,11 @@ class ParamCounts:
 
 
 def count_parameters(model: nn.Module) -> ParamCounts:
-    """Parameter elements, split by ``requires_grad``."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return ParamCounts(total=total, trainable=trainable, frozen=total - trainable)
+    """Parameter elements, split by ``requires_grad`` (each part counted on its own)."""
+    params = list(model.parameters())
+    return ParamCounts(total=sum(p.numel() for p in params),
+                       trainable=sum(p.numel() for p in params if p.requires_grad),
+                       frozen=sum(p.numel() for p in params if not p.requires_grad))
 
 
 def parameter_groups(model: nn.Module) -> list[list[str]]:

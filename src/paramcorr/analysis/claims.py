@@ -144,7 +144,7 @@ def _claim_a(pooled: pd.DataFrame, cells: list) -> list[dict]:
     rows = [h.iloc[0] for h in hits]
     per_cell, overall = decide_a(rows)
     out = []
-    for (opt, lr, scope), row, verdict in zip(cells, rows, per_cell, strict=True):
+    for (_, _, scope), row, verdict in zip(cells, rows, per_cell, strict=True):
         power = _power(row)
         if not is_number(row["r"]):
             reason = f"not estimable: {_n_phrase(row)}, fewer than 3 or a constant variable"

@@ -52,7 +52,9 @@ def configuration_means(runs: pd.DataFrame, metrics: list[str],
         return pd.DataFrame(columns=cols)
     groups = data.groupby(keys, dropna=False, sort=True) if keys else \
         data.groupby(np.zeros(len(data), dtype=int))
-    agg = groups[[X, *metrics]].mean()
+    # x is the configuration's own (its runs share the parameter count): taken, not
+    # averaged, so equal counts stay bit-identical across configurations.
+    agg = pd.concat([groups[[X]].first(), groups[list(metrics)].mean()], axis=1)
     counts = groups[list(metrics)].count().add_prefix(RUNS_PREFIX)
     out = pd.concat([agg, counts], axis=1)
     for col in ("params_total", "params_trainable"):

@@ -375,7 +375,7 @@ def add_power(table: pd.DataFrame) -> pd.DataFrame:
     table["r80"] = [detectable_r(int(k)) for k in n]
     sizes = family_sizes(table)
     m = table["family"].map(sizes).to_numpy(dtype=float)
-    confirm = table["family"].str.contains("confirmatory").to_numpy()
+    confirm = (table["family"] != EXPLORATORY).to_numpy()
     alpha = np.where(confirm & (m > 0), ALPHA / np.where(m > 0, m, 1), np.nan)
     table["alpha_holm"] = alpha
     table["r80_holm"] = [detectable_r(int(k), float(a)) if a == a else math.nan
@@ -556,6 +556,7 @@ class _Slice:
     """One scope x metric: the usable runs' x, y, architecture codes and size covariate."""
 
     scope: str
+    axes: dict
     metric: str
     x: np.ndarray
     y: np.ndarray
@@ -592,7 +593,8 @@ def _slices(runs: pd.DataFrame, metrics: list[str]):
         for metric in (m for m in MODEL_METRICS if m in metrics):
             y_all = runs[metric].to_numpy(dtype=float)
             keep = scope.mask & base & np.isfinite(y_all)
-            yield _Slice(scope.name, metric, x_all[keep], y_all[keep], codes[keep],
+            axes = {a: scope.axes.get(a) for a in SCOPE_AXES}
+            yield _Slice(scope.name, axes, metric, x_all[keep], y_all[keep], codes[keep],
                          size[keep])
 
 
@@ -616,7 +618,8 @@ def partial_correlations(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
         n = len(sl.x)
         ones = np.ones(n)
         for control in ("architecture", "architecture size"):
-            row = {"scope": sl.scope, "x": X, "y": sl.metric, "control": control, "n": n,
+            row = {"scope": sl.scope, **sl.axes, "x": X, "y": sl.metric, "control": control,
+                   "n": n,
                    "n_models": sl.n_models, "df": math.nan, "r": math.nan, "p": math.nan,
                    "applicable": False}
             if control == "architecture":
@@ -645,7 +648,8 @@ def rm_correlations(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     rows = []
     for sl in _slices(runs, metrics):
         n = len(sl.x)
-        row = {"scope": sl.scope, "x": X, "y": sl.metric, "n": n, "n_models": sl.n_models,
+        row = {"scope": sl.scope, **sl.axes, "x": X, "y": sl.metric, "n": n,
+               "n_models": sl.n_models,
                "df": math.nan, "r_rm": math.nan, "p": math.nan, "slope": math.nan,
                "slope_ci_low": math.nan, "slope_ci_high": math.nan, "applicable": False}
         if sl.varies_within_model() and n > sl.n_models + 1 and np.ptp(sl.y) > 0:
@@ -657,7 +661,7 @@ def rm_correlations(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 table = anova_lm(restricted, full)
             ss_x, ss_res = float(table["ss_diff"].iloc[1]), float(full.ssr)
             b = float(full.params[-1])
-            if ss_x + ss_res > 0 and math.isfinite(b):
+            if ss_x >= 0 and ss_x + ss_res > 0 and math.isfinite(b):
                 low, high = full.conf_int(1 - CONFIDENCE)[-1]
                 row.update(df=float(full.df_resid),
                            r_rm=math.copysign(math.sqrt(ss_x / (ss_x + ss_res)), b),

@@ -115,7 +115,7 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
     configs = configuration_means(runs, metrics, col.run_axes)
     claims, comparisons = evaluate_claims(corr, configs, seed=seed)
     paper = paper_table(corr, runs, metrics, col.run_axes)
-    units = {"run": runs, "configuration": configs}
+    units = {"run": runs, **({"configuration": configs} if len(configs) else {})}
     partial = _stack({u: partial_correlations(f, metrics) for u, f in units.items()})
     rm = _stack({u: rm_correlations(f, metrics) for u, f in units.items()})
     fits = {u: regression(f, metrics) for u, f in units.items()}

@@ -265,8 +265,9 @@ def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
     return table
 
 
-def decide_b(comp: pd.DataFrame) -> tuple[dict[str, str], str]:
-    """Per-cell verdicts (by scope) and the overall verdict of claim b (RULES['b'])."""
+def decide_b(comp: pd.DataFrame) -> tuple[dict[str, str], str, dict[str, str]]:
+    """Per-cell verdicts (by scope), the overall verdict of claim b (RULES['b']) and, per
+    cell, which part of the rule decided it."""
     def sig(v: object) -> bool:
         return is_number(v) and v < ALPHA
 
@@ -278,17 +279,31 @@ def decide_b(comp: pd.DataFrame) -> tuple[dict[str, str], str]:
         pos_raw=[sig(p) and r > 0 for r, p in zip(comp["r_gen"], comp["p_gen"], strict=True)],
         lags=[sig(ph) and d < 0 for d, ph in zip(comp["diff"], comp["p_holm_diff"],
                                                  strict=True)])
-    per_cell = {}
+    per_cell, why = {}, {}
     for scope, grp in comp.groupby("scope", sort=False):
-        holds = (grp["neg"] | (~grp["pos_raw"] & grp["lags"])).any()
+        falls = grp[grp["neg"]]
+        lags = grp[~grp["pos_raw"] & grp["lags"]]
         fails = len(grp) == len(GEN_PAIRS) and grp["pos_holm"].all()
-        per_cell[scope] = SUPPORTED if holds else CONTRADICTED if fails else INCONCLUSIVE
+        if len(falls):
+            per_cell[scope] = SUPPORTED
+            why[scope] = f"{falls['gen'].iloc[0]} falls significantly as trainable grows"
+        elif len(lags):
+            c = lags.iloc[0]
+            per_cell[scope] = SUPPORTED
+            why[scope] = (f"{c['gen']} is not significantly positive and its correlation is "
+                          f"significantly below {c['test']}'s")
+        elif fails:
+            per_cell[scope] = CONTRADICTED
+            why[scope] = "both generalization scores rise significantly"
+        else:
+            per_cell[scope] = INCONCLUSIVE
+            why[scope] = "no significant fall, lag or rise of generalization"
     verdicts = list(per_cell.values())
     if SUPPORTED in verdicts:
-        return per_cell, SUPPORTED
+        return per_cell, SUPPORTED, why
     if verdicts and all(v == CONTRADICTED for v in verdicts):
-        return per_cell, CONTRADICTED
-    return per_cell, INCONCLUSIVE
+        return per_cell, CONTRADICTED, why
+    return per_cell, INCONCLUSIVE, why
 
 
 def _b_phrase(c: pd.Series) -> str:
@@ -307,7 +322,7 @@ def _claim_b(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
     if comp.empty:
         return [_row("b", SOME_CELL, "r(gen) - r(test)", verdict=INCONCLUSIVE,
                      reason="no cell with both generalization and test metrics")], comp
-    per_cell, overall = decide_b(comp)
+    per_cell, overall, why = decide_b(comp)
     out = []
     for scope, grp in comp.groupby("scope", sort=False):
         # The comparison shown: the one that decides a supporting verdict, else the one
@@ -318,7 +333,8 @@ def _claim_b(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
                         "configurations", estimate=c["diff"], ci_low=c["ci_low"],
                         ci_high=c["ci_high"], p=c["p_diff"], p_holm=c["p_holm_diff"],
                         verdict=per_cell[scope],
-                        reason=f"n={int(c['n'])} configurations ({int(c['n_runs'])} runs); "
+                        reason=f"{why[scope]}; n={int(c['n'])} configurations "
+                        f"({int(c['n_runs'])} runs); "
                         + " | ".join(_b_phrase(r) for _, r in grp.iterrows())))
     best = comp.sort_values("p_holm_diff", na_position="last").iloc[0]
     k = sum(v == SUPPORTED for v in per_cell.values())

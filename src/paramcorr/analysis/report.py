@@ -3,7 +3,6 @@ beyond it, findings in words generated from the numbers, and the plots."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,12 +193,10 @@ def claim_sentences(claims: pd.DataFrame) -> list[str]:
         cells = claims[(claims["claim"] == "b") & (claims["scope"] != b["scope"])]
         hold = cells[cells["verdict"] == SUPPORTED]
         if b["verdict"] == SUPPORTED:
-            where = ", ".join(f"`{s}`" for s in hold["scope"])
+            where = "; ".join(f"in `{r.scope}` {str(r.reason).split('; ')[0]}"
+                              for r in hold.itertuples())
             out.append("- **b — supported.** More trainable parameters do not guarantee a "
-                       f"better generalization score: in {where} the generalization "
-                       "correlation is significantly negative, or not significantly positive "
-                       "and significantly below the test correlation (largest gap "
-                       f"{fr(b['estimate'])}).")
+                       f"better generalization score: {where}.")
         elif b["verdict"] == CONTRADICTED:
             out.append("- **b — contradicted.** In every cell both generalization scores rise "
                        "significantly with trainable parameters.")
@@ -384,10 +381,11 @@ def _findings(inp: ReportInputs) -> list[str]:
                  & (corr["unit"] == "configuration") & corr["p"].notna()]
     if len(explo):
         k = int((explo["p_bh"] < ALPHA).sum())
-        lines.append(f"- Exploratory (Pearson, configurations): {k} of {len(explo)} slices have BH-adjusted p < 0.05 (family of "
+        lines.append(f"- Exploratory (Pearson, configurations): {k} of {len(explo)} slices "
+                     "have BH-adjusted p < 0.05 (family of "
                      f"{sizes.get(EXPLORATORY, 0)} tests, all methods and units).")
-    for _, row in inp.paper[inp.paper["strategy"] == "pooled"].iterrows() \
-            if len(inp.paper) else []:
+    paper = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
+    for _, row in paper.iterrows():
         parts = []
         for m in ("test_acc", "gen_acc"):
             if f"{m}_r" in row and is_number(row[f"{m}_r"]):

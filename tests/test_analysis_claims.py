@@ -72,6 +72,7 @@ def test_decision_rules_recover_a_known_truth(truth, n_seeds):
     _, _, claims, _ = _analyse(runs)
     assert list(claims.columns) == CLAIMS_COLUMNS
     assert set(claims["verdict"]) <= {SUPPORTED, CONTRADICTED, INCONCLUSIVE}
+    assert not claims.duplicated(["claim", "scope"]).any()  # one row per claim and scope
     assert _verdicts(claims) == expected, claims[["claim", "scope", "verdict", "reason"]]
     a = claims[(claims["claim"] == "a") & claims["scope"].str.startswith("optimizer=")]
     assert len(a) == 6 and a["reason"].str.contains(f"{3 * n_seeds * 4} runs").all()

@@ -179,7 +179,7 @@ def _cell_groups(pear: pd.DataFrame) -> dict[str, list[str]]:
 
 def _cell_label(pear: pd.DataFrame, scope: str) -> str:
     row = pear[pear["scope"] == scope].iloc[0]
-    if row["optimizer"] is None or row["optimizer"] != row["optimizer"]:
+    if pd.isna(row["optimizer"]):
         return scope
     return f"{row['optimizer']}\nlr={format_value('lr', row['lr'])}"
 

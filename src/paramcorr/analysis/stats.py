@@ -225,7 +225,7 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int,
                               n_resamples=n_res, batch=batch, method=ci_method,
                               confidence_level=CONFIDENCE, rng=rng)
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if not (is_number(low) and is_number(high)):
         dist = res.bootstrap_distribution
         ok = dist[np.isfinite(dist)]
         if len(ok) >= (1 - DEGENERATE_MAX_SHARE) * len(dist):
@@ -336,7 +336,7 @@ def families(table: pd.DataFrame) -> pd.Series:
     cell = table["optimizer"].notna() & table["lr"].notna()
     confirm = (cell & (table["unit"] == "configuration") & (table["method"] == "pearson")
                & table["y"].isin(CONFIRMATORY_METRICS))
-    within = [POOLED if f is None or f != f else f"confirmatory: freeze={format_value('freeze', f)}"
+    within = [POOLED if pd.isna(f) else f"confirmatory: freeze={format_value('freeze', f)}"
               for f in table["freeze"]]
     return pd.Series(np.where(confirm, within, EXPLORATORY), index=table.index)
 
@@ -661,7 +661,7 @@ def rm_correlations(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 table = anova_lm(restricted, full)
             ss_x, ss_res = float(table["ss_diff"].iloc[1]), float(full.ssr)
             b = float(full.params[-1])
-            if ss_x >= 0 and ss_x + ss_res > 0 and math.isfinite(b):
+            if ss_x >= 0 and ss_x + ss_res > 0 and is_number(b):
                 low, high = full.conf_int(1 - CONFIDENCE)[-1]
                 row.update(df=float(full.df_resid),
                            r_rm=math.copysign(math.sqrt(ss_x / (ss_x + ss_res)), b),

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# The synthetic record writer is shared with the tests, which own it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from analysis_fixtures import synthetic_records, write_junk, write_sweep  # noqa: E402
-from paramcorr.analysis import run_analysis  # noqa: E402
+from paramcorr.analysis import run_analysis
+from paramcorr.analysis.synthetic import synthetic_records, write_junk, write_sweep
 
 
 def main(argv: list[str] | None = None) -> int:

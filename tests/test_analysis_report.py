@@ -13,6 +13,7 @@ from PIL import Image
 
 from analysis_fixtures import make_record, synthetic_records, write_junk, write_sweep
 from paramcorr.analysis import run_analysis
+from paramcorr.analysis.claims import CLAIMS_COLUMNS
 from paramcorr.analysis.stats import CORR_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,24 @@ def test_writes_the_four_outputs_and_extras(analysed):
                     "scatter_test_acc.png", "scatter_test_f1.png"]  # no partial runs
     for png in (out / "plots").glob("*.png"):
         assert Image.open(png).info["dpi"][0] >= 150
+        pdf = png.with_suffix(".pdf")  # every figure also as PDF, for a paper
+        assert pdf.read_bytes()[:5] == b"%PDF-"
     assert result.n_skipped == 6 and result.n_used + result.n_failed == 144
+    corr = pd.read_csv(out / "correlations.csv")
+    assert set(corr["unit"]) == {"run", "configuration"}
+    assert corr["family"].str.contains("confirmatory").any()
+    assert set(corr["family"]) - {"exploratory"} <= {f for f in corr["family"]
+                                                     if "confirmatory" in f}
+    claims = pd.read_csv(out / "claims.csv")
+    assert list(claims.columns) == CLAIMS_COLUMNS
+    assert set(claims["claim"]) == {"a", "b", "c"}
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive"}
+    for tex in ("paper_table.tex", "claims.tex"):
+        text = (out / tex).read_text()
+        assert "\\begin{tabular}" in text and "\\bottomrule" in text
+    assert "inconclusive" in (out / "claims.tex").read_text()
+    power = pd.read_csv(out / "power.csv")
+    assert {"critical_r", "r80", "r80_holm"} <= set(power.columns)
 
 
 def test_report_names_every_paper_cell_and_embeds_only_existing_images(analysed):
@@ -56,8 +74,19 @@ def test_report_names_every_paper_cell_and_embeds_only_existing_images(analysed)
         assert f"{opt}, lr={float(lr)!r}" in text
     for section in ("## How to read this", "## Findings", "## The paper's table",
                     "### Within freeze=base", "### Within freeze=none", "### Seed spread",
-                    "### Power", "### Regression", "rmcorr"):
+                    "### Power", "### Regression", "rmcorr", "### Divergence",
+                    "#### Strategy or count?", "### Decision rules"):
         assert section in text
+    # the report opens with the claims: their rules, then their verdicts
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## The study's claims"
+    claims = text.split("## The sweep")[0]
+    assert claims.index("### Decision rules") < claims.index("### Verdicts")
+    for claim in ("a", "b", "c"):
+        assert f"- **{claim} — " in claims  # a generated sentence per claim
+    assert "configurations (" in claims and "min detectable" not in text
+    assert "critical |r|" in text and "80%" in text
+    assert "confirmatory: pooled" in text and "tests" in text  # family sizes stated
     assert "frozen vs fine-tuned" in text and "more parameters" in text
     embedded = IMAGE.findall(text)
     assert embedded and all((result.out_dir / p).is_file() for p in embedded)

@@ -13,6 +13,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis_fixtures import make_record, synthetic_records, write_sweep
 from paramcorr.analysis.collect import collect_runs
+from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.stats import (
     CORR_COLUMNS,
     bootstrap_ci,
@@ -70,8 +71,30 @@ def _xy(records: list[dict], scope: str, metric: str) -> tuple[np.ndarray, np.nd
     return np.array(xs), np.array(ys)
 
 
+def _config_xy(records: list[dict], scope: str, metric: str):
+    """Configuration means straight from the records: group by every run axis but the seed
+    (plain dicts, no pandas), average the finite metric values of non-failed runs."""
+    groups: dict[tuple, list] = {}
+    for rec in records:
+        if rec["status"] == "failed" or not _in_scope(rec, scope):
+            continue
+        key = tuple(sorted((k, repr(v)) for k, v in rec["run"].items() if k != "seed"))
+        entry = groups.setdefault(key, [math.log10(rec["params"]["trainable"]), []])
+        y = (rec["metrics"] or {}).get(metric)
+        if y is not None and math.isfinite(float(y)):
+            entry[1].append(float(y))
+    pairs = [(x, sum(ys) / len(ys), len(ys)) for x, ys in groups.values() if ys]
+    xs, ys, ns = (np.array(v) for v in zip(*pairs, strict=True)) if pairs else ([], [], [])
+    return np.asarray(xs, float), np.asarray(ys, float), int(np.sum(ns))
+
+
 def test_scopes_are_all_freeze_cells_and_cells_by_freeze(sweep):
     _, _, corr = sweep
+    assert set(corr["unit"]) == {"run", "configuration"}
+    for unit in ("run", "configuration"):
+        assert list(dict.fromkeys(corr[corr["unit"] == unit]["scope"])) == \
+            list(dict.fromkeys(corr["scope"]))
+    corr = corr[corr["unit"] == "run"]
     scopes = list(dict.fromkeys(corr["scope"]))
     assert list(corr.columns[: len(CORR_COLUMNS)]) == CORR_COLUMNS
     cells = [f"optimizer={o},lr={lr}" for o in ("adam", "sgd")
@@ -83,12 +106,18 @@ def test_scopes_are_all_freeze_cells_and_cells_by_freeze(sweep):
     assert set(corr["x"]) == {"log10_trainable"}
 
 
-def test_correlations_equal_scipy_in_every_scope(sweep):
+@pytest.mark.parametrize("unit", ["run", "configuration"])
+def test_correlations_equal_scipy_in_every_scope(sweep, unit):
     records, col, corr = sweep
     checked = 0
-    for row in corr.itertuples():
-        x, y = _xy(records, row.scope, row.y)
+    for row in corr[corr["unit"] == unit].itertuples():
+        if unit == "run":
+            x, y = _xy(records, row.scope, row.y)
+            n_runs = len(x)
+        else:
+            x, y, n_runs = _config_xy(records, row.scope, row.y)
         assert row.n == len(x), (row.scope, row.y)
+        assert row.n_runs == n_runs, (row.scope, row.y)
         if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
             assert math.isnan(row.r) and math.isnan(row.p)
             continue
@@ -101,34 +130,72 @@ def test_correlations_equal_scipy_in_every_scope(sweep):
             assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
         checked += 1
     assert checked > 300
+    if unit == "configuration":  # seeds repeat: fewer configurations than runs
+        pooled = corr[(corr["unit"] == unit) & (corr["scope"] == "all")]
+        assert (pooled["n"] < pooled["n_runs"]).all()
     # failed runs were really in the data, and excluded
     assert col.count("failed") > 0 and col.count("diverged") > 0
 
 
-def test_holm_and_bh_equal_multipletests(sweep):
+def test_holm_and_bh_equal_multipletests_within_each_family(sweep):
     _, _, corr = sweep
     ok = corr["p"].notna()
     assert corr.loc[~ok, ["p_holm", "p_bh"]].isna().all().all()
-    p = corr.loc[ok, "p"].to_numpy()
-    assert np.allclose(corr.loc[ok, "p_holm"], multipletests(p, method="holm")[1])
-    assert np.allclose(corr.loc[ok, "p_bh"], multipletests(p, method="fdr_bh")[1])
+    cells = [f"optimizer={o},lr={lr}" for o in ("adam", "sgd") for lr in ("0.0001", "0.001",
+                                                                           "0.01")]
+    expected = {"confirmatory: pooled": set(cells),
+                "confirmatory: freeze=base": {f"{c},freeze=base" for c in cells},
+                "confirmatory: freeze=none": {f"{c},freeze=none" for c in cells}}
+    assert set(corr["family"]) == {*expected, "exploratory"}
+    for family, grp in corr.groupby("family"):
+        if family != "exploratory":  # the paper table: configurations, Pearson, 4 metrics
+            assert set(grp["scope"]) == expected[family]
+            assert set(grp["unit"]) == {"configuration"} and set(grp["method"]) == {"pearson"}
+            assert sorted(set(grp["y"])) == ["gen_acc", "gen_f1", "test_acc", "test_f1"]
+            assert len(grp) == 24
+        g = grp[grp["p"].notna()]
+        p = g["p"].to_numpy()
+        assert np.allclose(g["p_holm"], multipletests(p, method="holm")[1])
+        assert np.allclose(g["p_bh"], multipletests(p, method="fdr_bh")[1])
+    assert (corr[corr["unit"] == "run"]["family"] == "exploratory").all()
 
 
 @pytest.mark.parametrize("method", ["spearman", "kendall"])
-def test_bootstrap_ci_equals_scipy_bootstrap_with_scipy_statistic(sweep, method):
-    """Same resamples through scipy's own (looped) statistic give the same interval."""
-    records, _, corr = sweep
-    row = corr[(corr["scope"] == "all") & (corr["y"] == "test_acc")
-               & (corr["method"] == method)].iloc[0]
-    # the runs table lists job dirs in path order ("0", "1", "10", ...): resample that order
-    in_path_order = [records[i] for i in sorted(range(len(records)), key=str)]
-    x, y = _xy(in_path_order, "all", "test_acc")
+def test_bootstrap_ci_equals_scipy_bootstrap_with_scipy_statistic(method):
+    """bootstrap_ci on its own: same resamples through scipy's own (looped) statistic give
+    the same interval, whatever order the pairs come in."""
+    rng = np.random.default_rng(11)
+    x = rng.choice([4.0, 4.3, 6.4, 7.3, 8.1], 40)
+    y = np.round(0.1 * x + rng.normal(0, 0.3, 40), 2)
     fn = stats.spearmanr if method == "spearman" else stats.kendalltau
-    ref = stats.bootstrap((x, y), lambda a, b: fn(a, b).statistic, paired=True,
-                          vectorized=False, n_resamples=40, method="BCa",
-                          rng=bootstrap_rng(3, "all", "test_acc", method))
-    assert (row.ci_low, row.ci_high) == pytest.approx(
-        (ref.confidence_interval.low, ref.confidence_interval.high), rel=1e-9)
+    for order in (np.arange(40), rng.permutation(40)):
+        xs, ys = x[order], y[order]
+        low, high, n_res, how = bootstrap_ci(xs, ys, method, 60, np.random.default_rng(5))
+        ref = stats.bootstrap((xs, ys), lambda a, b: fn(a, b).statistic, paired=True,
+                              vectorized=False, n_resamples=60, method="BCa",
+                              rng=np.random.default_rng(5))
+        assert (n_res, how) == (60, "BCa")
+        assert (low, high) == pytest.approx(
+            (ref.confidence_interval.low, ref.confidence_interval.high), rel=1e-9)
+
+
+@pytest.mark.parametrize("unit", ["run", "configuration"])
+def test_table_bootstrap_ci_is_bootstrap_ci_of_the_slice(sweep, unit):
+    """A table row's CI is bootstrap_ci of that slice (the runs table's or the
+    configuration table's row order), with the row's own generator."""
+    _, col, corr = sweep
+    frame = col.runs if unit == "run" else configuration_means(col.runs, ["test_acc"],
+                                                               col.run_axes)
+    frame = frame[frame["status"].isin(("completed", "diverged"))]
+    keep = np.isfinite(frame["test_acc"].to_numpy(float))
+    x = frame["log10_trainable"].to_numpy(float)[keep]
+    y = frame["test_acc"].to_numpy(float)[keep]
+    for method in ("spearman", "kendall"):
+        row = corr[(corr["scope"] == "all") & (corr["y"] == "test_acc")
+                   & (corr["method"] == method) & (corr["unit"] == unit)].iloc[0]
+        low, high, _, _ = bootstrap_ci(x, y, method, 40,
+                                       bootstrap_rng(3, "all", "test_acc", method, unit))
+        assert (row.ci_low, row.ci_high) == pytest.approx((low, high), rel=1e-12)
 
 
 def test_batched_rank_statistics_equal_scipy_per_resample():
@@ -179,7 +246,7 @@ def test_small_and_constant_slices_give_empty_statistics(tmp_path):
         corr = correlation_table(col.runs, col.metrics, n_boot=20)
     small = corr[corr["scope"] == "optimizer=adam,lr=0.001"]
     constant = corr[corr["scope"] == "optimizer=sgd,lr=0.01"]
-    assert set(small["n"]) == {2} and set(constant["n"]) == {4}
+    assert set(small["n"]) == {2} and set(constant["n"]) == {4}  # runs = configurations here
     empty = ["r", "p", "ci_low", "ci_high", "p_holm", "p_bh"]
     assert small[empty].isna().all().all() and constant[empty].isna().all().all()
     assert corr[corr["scope"] == "all"]["r"].notna().all()

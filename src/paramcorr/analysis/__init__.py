@@ -11,17 +11,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from paramcorr.analysis.claims import evaluate_claims
 from paramcorr.analysis.collect import Collection, NoRecordsError, check_sweep_dirs, collect_runs
+from paramcorr.analysis.configurations import configuration_means
+from paramcorr.analysis.latex import write_latex
 from paramcorr.analysis.outdir import OutDirError, check_out_dir, make_out_dir
 from paramcorr.analysis.plots import make_plots
 from paramcorr.analysis.report import ReportInputs, write_report
 from paramcorr.analysis.stats import (
     CORR_COLUMNS,
     correlation_table,
+    divergence_table,
     paper_table,
     partial_correlations,
+    power_table,
     regression,
     rm_correlations,
     seed_spread,
@@ -32,7 +38,8 @@ __all__ = ["AnalysisResult", "NoRecordsError", "OutDirError", "run_analysis"]
 log = logging.getLogger("paramcorr.analysis")
 
 # Our own figure names: removed before plotting so a re-run never leaves stale figures.
-PLOT_PATTERNS = ("scatter_*.png", "heatmap_*.png", "partial_*.png")
+PLOT_PATTERNS = tuple(f"{kind}_*.{ext}" for kind in ("scatter", "heatmap", "partial")
+                      for ext in ("png", "pdf"))
 
 
 @dataclass
@@ -61,6 +68,12 @@ def _write_csvs(out_dir: Path, frames: dict) -> dict[str, Path]:
         frame.to_csv(path, index=False)
         paths[name] = path
     return paths
+
+
+def _stack(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Tables computed per unit (run, configuration) stacked with a ``unit`` column."""
+    kept = [part.assign(unit=unit) for unit, part in parts.items() if len(part)]
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
 
 
 def run_analysis(sweep_dirs: list[Path], out_dir: Path | None = None, n_boot: int = 1000,
@@ -93,26 +106,35 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
     runs, metrics = col.runs, col.metrics
 
     start = time.perf_counter()
-    log.info("correlations: %d metrics x 3 methods (bootstrap n=%d)", len(metrics), n_boot)
-    corr = correlation_table(runs, metrics, n_boot=n_boot, seed=seed, progress=log.info)
+    log.info("correlations: %d metrics x 3 methods x 2 units (bootstrap n=%d)", len(metrics),
+             n_boot)
+    corr = correlation_table(runs, metrics, n_boot=n_boot, seed=seed, progress=log.info,
+                             run_axes=col.run_axes)
     timings["correlations"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    log.info("beyond the paper: partial/rm correlations, regression, seed spread")
-    paper = paper_table(corr, runs, metrics)
-    partial = partial_correlations(runs, metrics)
-    rm = rm_correlations(runs, metrics)
-    coefs, slopes = regression(runs, metrics)
+    log.info("claims and beyond the paper: partial/rm correlations, regression, divergence")
+    configs = configuration_means(runs, metrics, col.run_axes)
+    claims, comparisons = evaluate_claims(corr, configs, seed=seed)
+    paper = paper_table(corr, runs, metrics, col.run_axes)
+    units = {"run": runs, **({"configuration": configs} if len(configs) else {})}
+    partial = _stack({u: partial_correlations(f, metrics) for u, f in units.items()})
+    rm = _stack({u: rm_correlations(f, metrics) for u, f in units.items()})
+    fits = {u: regression(f, metrics) for u, f in units.items()}
+    coefs = _stack({u: fit[0] for u, fit in fits.items()})
+    slopes = _stack({u: fit[1] for u, fit in fits.items()})
+    divergence = divergence_table(runs, col.run_axes)
     seeds = seed_spread(runs, col.run_axes, metrics)
     timings["beyond"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    power = (corr[corr["method"] == "pearson"][["scope", "y", "n", "r_crit"]]
-             .rename(columns={"r_crit": "min_detectable_r"}))
-    frames = {"runs": runs, "correlations": corr[CORR_COLUMNS], "paper_table": paper,
+    frames = {"runs": runs, "correlations": corr[CORR_COLUMNS], "claims": claims,
+              "claim_b_comparisons": comparisons, "paper_table": paper,
               "partial_correlations": partial, "rm_correlations": rm, "regression": coefs,
-              "regression_slopes": slopes, "seed_spread": seeds, "power": power}
+              "regression_slopes": slopes, "divergence": divergence, "seed_spread": seeds,
+              "power": power_table(corr)}
     files = _write_csvs(out_dir, frames)
+    files.update(write_latex(paper, claims, metrics, out_dir))
     timings["write_csv"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -121,13 +143,14 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
     for pattern in PLOT_PATTERNS:
         for stale in plot_dir.glob(pattern):
             stale.unlink()
-    plots = make_plots(runs, corr, metrics, plot_dir)
+    plots = make_plots(runs, corr, metrics, plot_dir, configs=configs)
     timings["plots"] = time.perf_counter() - start
 
     start = time.perf_counter()
     inputs = ReportInputs(collection=col, corr=corr, paper=paper, partial=partial, rm=rm,
                           coefs=coefs, slopes=slopes, seeds=seeds, plots=plots,
-                          csvs=[p.name for p in files.values()], n_boot=n_boot, seed=seed)
+                          csvs=[p.name for p in files.values()], n_boot=n_boot, seed=seed,
+                          claims=claims, divergence=divergence, configs=configs)
     files["report"] = write_report(inputs, out_dir)
     timings["report"] = time.perf_counter() - start
     log.info("wrote %s", out_dir)

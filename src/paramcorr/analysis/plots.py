@@ -1,7 +1,8 @@
 """Figures: faceted scatters, the correlation heatmap and partial-freezing dose-response.
 
 Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas, never
-pyplot: no global backend switch, headless-safe, fine inside a Hydra callback.
+pyplot: no global backend switch, headless-safe, fine inside a Hydra callback. Each is
+written as PNG (embedded in report.md) and as PDF (for a paper).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from matplotlib.lines import Line2D
 from scipy import stats
 
 from paramcorr.analysis.collect import MAIN_METRICS
-from paramcorr.analysis.stats import X, format_value, used_mask
+from paramcorr.analysis.stats import X, format_value, is_number, levels, used_mask
 
 DPI = 150  # print quality at paper size; higher only costs time
 MARKERS = {"base": "o", "none": "^", "partial": "s"}
@@ -41,11 +42,16 @@ def _marker(freeze: str, order: list[str]) -> str:
     return OTHER_MARKERS[order.index(freeze) % len(OTHER_MARKERS)] if freeze in order else "o"
 
 
-def _levels(runs: pd.DataFrame, axis: str) -> list:
-    if axis not in runs:
-        return [None]
-    values = runs[axis].dropna().unique().tolist()
-    return sorted(values, key=lambda v: (isinstance(v, str), v)) or [None]
+def _levels(frame: pd.DataFrame, axis: str) -> list:
+    """The facet levels of ``axis`` (stats.levels order); [None] = one facet for all."""
+    return levels(frame, axis) or [None]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """PNG at DPI for the report, and the same figure as PDF beside it."""
+    fig.savefig(path, dpi=DPI)
+    fig.savefig(path.with_suffix(".pdf"))
+    return path
 
 
 def _facet_mask(runs: pd.DataFrame, opt: object, lr: object) -> np.ndarray:
@@ -84,15 +90,25 @@ def _grid_layout(fig: Figure, legend_in: float) -> None:
                         top=1 - 0.85 / h, wspace=0.08, hspace=0.55)
 
 
-def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> Path | None:
-    """log10 trainable vs ``metric``: optimizer rows x lr columns, colour model, marker freeze."""
+def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
+                 configs: pd.DataFrame | None = None) -> Path | None:
+    """log10 trainable vs ``metric``: optimizer rows x lr columns, colour model, marker freeze.
+
+    Points are runs; the dashed line and the r in each title are fitted on ``configs``
+    (configuration means) when given, the unit the paper table uses.
+    """
     used = used_mask(runs) & np.isfinite(runs[X].to_numpy(float)) \
         & np.isfinite(runs[metric].to_numpy(float))
     data = runs[used]
     if data.empty:
         return None
+    cfg = None
+    if configs is not None and metric in configs:
+        keep = used_mask(configs) & np.isfinite(configs[X].to_numpy(float)) \
+            & np.isfinite(configs[metric].to_numpy(float))
+        cfg = configs[keep]
     opts, lrs = _levels(data, "optimizer"), _levels(data, "lr")
-    freezes = [f for f in _levels(data, "freeze") if f is not None]
+    freezes = levels(data, "freeze")
     fig = Figure(figsize=(2.9 * len(lrs) + 2.6, 2.5 * len(opts) + 0.6), dpi=DPI)
     axes = fig.subplots(len(opts), len(lrs), sharex=True, sharey=True, squeeze=False)
     alpha = 0.85 if len(data) < 500 else 0.35
@@ -108,19 +124,26 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
             for (freeze, status), idx in facet.groupby([freeze_col, facet["status"]],
                                                        sort=True).indices.items():
                 hollow = status == "diverged"
+                # Many points: rasterized in the PDF (a vector file of 10,000 markers is
+                # slow to write and to open).
                 ax.scatter(facet[X].to_numpy()[idx], facet[metric].to_numpy()[idx], s=size,
                            alpha=alpha, marker=_marker(freeze, freezes), linewidths=0.8,
                            facecolors="none" if hollow else colour[idx],
-                           edgecolors=colour[idx])
+                           edgecolors=colour[idx], rasterized=len(data) >= 500)
             x, y = facet[X].to_numpy(float), facet[metric].to_numpy(float)
+            unit = ""
+            if cfg is not None:
+                points = cfg[_facet_mask(cfg, opt, lr)]
+                x, y = points[X].to_numpy(float), points[metric].to_numpy(float)
+                unit = f" configs ({len(facet)} runs)"
             title = _facet_title(opt, lr)
-            if len(x) >= 3 and np.ptp(x) > 0:
+            if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
                 fit = stats.linregress(x, y)
                 xs = np.array([x.min(), x.max()])
                 ax.plot(xs, fit.intercept + fit.slope * xs, "k--", linewidth=1.2)
-                title += f"\nn={len(x)}, r={fit.rvalue:.2f}"
+                title += f"\nn={len(x)}{unit}, r={fit.rvalue:.2f}"
             else:
-                title += f"\nn={len(x)}"
+                title += f"\nn={len(x)}{unit}"
             ax.set_title(title, fontsize=9)
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelsize=8)
@@ -132,26 +155,40 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
                loc="center right", fontsize=8, frameon=False)
     fig.suptitle(f"{metric} vs trainable parameters", fontsize=11)
     _grid_layout(fig, legend_in=2.4)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return _save(fig, path)
 
 
 def _cell_groups(pear: pd.DataFrame) -> dict[str, list[str]]:
-    """Paper-cell scopes (optimizer x lr) grouped: pooled first, then each freeze strategy."""
+    """Paper-cell scopes (optimizer x lr) grouped: pooled first, then each freeze strategy.
+
+    Read from the table's scope-axis columns, never parsed out of the scope string.
+    """
     groups: dict[str, list[str]] = {}
-    for scope in dict.fromkeys(pear["scope"]):
-        parts = dict(p.split("=", 1) for p in scope.split(",") if "=" in p)
-        if "optimizer" in parts and "lr" in parts:
-            key = f"freeze={parts['freeze']}" if "freeze" in parts else "pooled over strategies"
-            groups.setdefault(key, []).append(scope)
+    cells = pear.drop_duplicates("scope")
+    cells = cells[cells["optimizer"].notna() & cells["lr"].notna()]
+    pooled = cells[cells["freeze"].isna()]
+    if len(pooled):
+        groups["pooled over strategies"] = list(pooled["scope"])
+    for freeze in levels(cells, "freeze"):
+        groups[f"freeze={format_value('freeze', freeze)}"] = list(
+            cells[cells["freeze"] == freeze]["scope"])
     if not groups:  # no optimizer x lr axes: show the coarser scopes instead
         groups["scopes"] = list(dict.fromkeys(pear["scope"]))
     return groups
 
 
+def _cell_label(pear: pd.DataFrame, scope: str) -> str:
+    row = pear[pear["scope"] == scope].iloc[0]
+    if pd.isna(row["optimizer"]):
+        return scope
+    return f"{row['optimizer']}\nlr={format_value('lr', row['lr'])}"
+
+
 def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | None:
     """Pearson r per metric (rows) and optimizer x lr cell (columns); one panel per strategy."""
     pear = corr[corr["method"] == "pearson"]
+    if "unit" in pear:  # the paper table's unit
+        pear = pear[pear["unit"] == "configuration"]
     if pear.empty or pear["r"].notna().sum() == 0:
         return None
     metrics = [m for m in metrics if m in set(pear["y"])]
@@ -174,12 +211,11 @@ def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | N
         for i in range(len(metrics)):
             for j in range(len(scopes)):
                 value = r.iat[i, j]
-                if value == value:
-                    star = "*" if ph.iat[i, j] < 0.05 else ""
+                if is_number(value):
+                    star = "*" if is_number(ph.iat[i, j]) and ph.iat[i, j] < 0.05 else ""
                     ax.text(j, i, f"{value:.2f}{star}", ha="center", va="center", fontsize=7,
                             color="white" if abs(value) > 0.6 else "black")
-        labels = [",".join(p for p in s.split(",") if not p.startswith("freeze="))
-                  .replace("optimizer=", "").replace(",", "\n") for s in scopes]
+        labels = [_cell_label(pear, s) for s in scopes]
         ax.set_xticks(range(len(scopes)))
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_yticks(range(len(metrics)))
@@ -187,14 +223,13 @@ def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | N
         ax.set_title(title, fontsize=9)
     for ax in list(axes.flat)[len(groups):]:
         ax.set_visible(False)
-    fig.suptitle("Pearson r of log10 trainable params per optimizer x lr cell  "
-                 "(* Holm-corrected p < 0.05; grey = not estimable)", fontsize=10)
+    fig.suptitle("Pearson r of log10 trainable params over configurations per optimizer x lr "
+                 "cell (* Holm p < 0.05 in its family; grey = not estimable)", fontsize=10)
     w, h = fig.get_figwidth(), fig.get_figheight()
     fig.subplots_adjust(left=0.95 / w, right=1 - 0.2 / w, bottom=0.6 / h, top=1 - 0.65 / h,
                         wspace=0.9 / (0.75 * width + 1.6), hspace=0.75 / (0.34 * len(metrics)))
     fig.colorbar(image, ax=axes, shrink=0.8, label="r", pad=0.02)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return _save(fig, path)
 
 
 def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> Path | None:
@@ -233,19 +268,19 @@ def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
     fig.suptitle(f"Partial freezing: {metric} vs trainable params within each architecture "
                  "(mean +- SD over seeds; all strategies of that architecture)", fontsize=10)
     _grid_layout(fig, legend_in=2.0)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return _save(fig, path)
 
 
 def make_plots(runs: pd.DataFrame, corr: pd.DataFrame | None, metrics: list[str],
-               plot_dir: Path) -> list[Path]:
-    """Write every figure that the data supports; return the paths written."""
+               plot_dir: Path, configs: pd.DataFrame | None = None) -> list[Path]:
+    """Write every figure that the data supports; return the PNG paths (each has a PDF)."""
     plot_dir.mkdir(parents=True, exist_ok=True)
     colours = model_colours(runs["model"].dropna().astype(str).tolist()
                             if "model" in runs else [])
     out: list[Path | None] = []
     for metric in (m for m in MAIN_METRICS if m in metrics):
-        out.append(scatter_plot(runs, metric, colours, plot_dir / f"scatter_{metric}.png"))
+        out.append(scatter_plot(runs, metric, colours, plot_dir / f"scatter_{metric}.png",
+                                configs))
     if corr is not None:
         out.append(heatmap_plot(corr, metrics, plot_dir / "heatmap_pearson.png"))
     if "test_acc" in metrics:

@@ -1,23 +1,34 @@
-"""report.md: the paper's table, the statistics beyond it, findings in words, the plots."""
+"""report.md: the study's claims and verdicts first, then the paper's table, the statistics
+beyond it, findings in words generated from the numbers, and the plots."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from paramcorr.analysis.collect import MAIN_METRICS, Collection
+from paramcorr.analysis.claims import (
+    CLAIMS,
+    CONTRADICTED,
+    POWER_NOTE,
+    RULES,
+    SUPPORTED,
+    pooled_rows,
+)
+from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES, Collection
+from paramcorr.analysis.power import REFERENCE_F2, REFERENCE_R
 from paramcorr.analysis.stats import (
     BCA_MAX_N,
     BOOT_MIN_RESAMPLES,
     BOOT_WORK,
+    EXPLORATORY,
     MODEL_METRICS,
+    POOLED,
     X,
-    critical_r,
+    family_sizes,
     format_value,
+    is_number,
 )
 
 ALPHA = 0.05
@@ -25,7 +36,8 @@ ALPHA = 0.05
 
 @dataclass
 class ReportInputs:
-    """Everything the report is written from."""
+    """Everything the report is written from (rm / partial / coefs / slopes carry a
+    ``unit`` column; the report reads their configuration rows)."""
 
     collection: Collection
     corr: pd.DataFrame
@@ -39,34 +51,37 @@ class ReportInputs:
     csvs: list[str]
     n_boot: int
     seed: int
+    claims: pd.DataFrame = field(default_factory=pd.DataFrame)
+    divergence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    configs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # --- formatting -------------------------------------------------------------------------
 
-def _isnum(v: object) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v))
-
-
 def fr(v: object) -> str:
     """A correlation or coefficient: two decimals, 'n/a' when empty."""
-    return f"{float(v):.2f}" if _isnum(v) else "n/a"
+    return f"{float(v):.2f}" if is_number(v) else "n/a"
 
 
 def fp(v: object) -> str:
     """A p-value: three decimals, scientific below 0.001."""
-    if not _isnum(v):
+    if not is_number(v):
         return "n/a"
     v = float(v)
     return f"{v:.1e}" if v < 0.001 else f"{v:.3f}"
 
 
 def fnum(v: object, digits: int = 3) -> str:
-    return f"{float(v):.{digits}g}" if _isnum(v) else "n/a"
+    return f"{float(v):.{digits}g}" if is_number(v) else "n/a"
+
+
+def fpct(v: object) -> str:
+    return f"{float(v):.0%}" if is_number(v) else "n/a"
 
 
 def fcount(v: float) -> str:
     """A parameter count as 1.2K / 3.4M."""
-    if not _isnum(v):
+    if not is_number(v):
         return "n/a"
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(v) >= size:
@@ -85,19 +100,132 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def n_phrase(n: object, n_runs: object) -> str:
+    """'12 configurations (36 runs)'."""
+    if not is_number(n):
+        return "0 configurations"
+    return f"{int(n)} configurations ({int(n_runs) if is_number(n_runs) else '?'} runs)"
+
+
 def _corr_phrase(row: pd.Series) -> str:
-    """'r=0.81 [0.44, 0.95], n=12, p_holm=0.03'."""
-    ci = f" [{fr(row['ci_low'])}, {fr(row['ci_high'])}]" if _isnum(row["ci_low"]) else ""
-    return f"r={fr(row['r'])}{ci}, n={int(row['n'])}, p_holm={fp(row['p_holm'])}"
+    """'r=0.81 [0.44, 0.95], 12 configurations (36 runs), p_holm=0.03'."""
+    ci = f" [{fr(row['ci_low'])}, {fr(row['ci_high'])}]" if is_number(row["ci_low"]) else ""
+    return f"r={fr(row['r'])}{ci}, {n_phrase(row['n'], row['n_runs'])}, " \
+           f"p_holm={fp(row['p_holm'])}"
+
+
+def _is_cell(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose scope is an optimizer x lr cell (scope axes are columns, not parsed)."""
+    return frame["optimizer"].notna() & frame["lr"].notna()
+
+
+def _pooled_cell(frame: pd.DataFrame) -> pd.Series:
+    return _is_cell(frame) & frame["freeze"].isna()
+
+
+def _config_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty or "unit" not in frame:
+        return frame
+    return frame[frame["unit"] == "configuration"]
 
 
 # --- sections ---------------------------------------------------------------------------
 
+def _claims_section(inp: ReportInputs) -> list[str]:
+    claims = inp.claims
+    configs = inp.configs
+    n_cfg = len(configs) if len(configs) else 0
+    n_runs = int(configs["n_runs"].sum()) if n_cfg and "n_runs" in configs else 0
+    lines = ["## The study's claims", "",
+             "The 2023 study concluded three things. Each is tested here on **configurations** "
+             "(every run axis except the seed; a configuration's score is the mean over its "
+             f"usable seeds): this sweep has {n_phrase(n_cfg, n_runs)}. Seeds of one "
+             "configuration are repeated measures, not independent evidence.", ""]
+    for key, text in CLAIMS.items():
+        lines.append(f"- **{key}**: {text}.")
+    lines += ["", "### Decision rules (fixed before the numbers)", ""]
+    lines += [f"- **{key}**: {rule}" for key, rule in RULES.items()]
+    lines += ["", POWER_NOTE, "", "### Verdicts", ""]
+    if claims.empty:
+        return [*lines, "No claim could be evaluated.", ""]
+    rows = []
+    for r in claims.itertuples():
+        ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
+        rows.append([r.claim, f"`{r.scope}`", f"{fr(r.estimate)}{ci}", fp(r.p_holm),
+                     fpct(r.power), f"**{r.verdict}**", r.reason])
+    lines += [md_table(["claim", "scope", "estimate [95% CI]", "p_holm", "power", "verdict",
+                        "reason"], rows), "",
+              "Statistic per row: claims.csv (`statistic`); LaTeX: claims.tex.", ""]
+    lines += ["In words:", "", *claim_sentences(claims), ""]
+    return lines
+
+
+def _summary_row(claims: pd.DataFrame, claim: str) -> pd.Series | None:
+    hit = claims[claims["claim"] == claim]
+    return hit.iloc[-1] if len(hit) else None
+
+
+def claim_sentences(claims: pd.DataFrame) -> list[str]:
+    """One plain sentence per claim, generated from its verdict and numbers only."""
+    out = []
+    a = _summary_row(claims, "a")
+    if a is not None:
+        cells = claims[(claims["claim"] == "a") & (claims["scope"] != a["scope"])]
+        pos = cells[cells["verdict"] == SUPPORTED]
+        neg = cells[cells["verdict"] == CONTRADICTED]
+        if a["verdict"] == SUPPORTED:
+            out.append(f"- **a — supported.** In all {len(cells)} optimizer x lr cells, "
+                       "configurations with more trainable parameters reach a higher test "
+                       f"accuracy (smallest r = {fr(a['estimate'])}, every cell significant "
+                       "after Holm).")
+        elif a["verdict"] == CONTRADICTED:
+            where = "; ".join(f"`{r.scope}` (r = {fr(r.estimate)})" for r in neg.itertuples())
+            out.append(f"- **a — contradicted.** Test accuracy falls significantly as trainable "
+                       f"parameters grow in {where}; the claim needs a positive correlation "
+                       "in every cell.")
+        else:
+            out.append(f"- **a — inconclusive.** {len(pos)} of {len(cells)} cells show a "
+                       "significant positive correlation with test accuracy and none a "
+                       "significant negative one; the rest are not significant (lowest power "
+                       f"to detect r = {REFERENCE_R}: {fpct(a['power'])}).")
+    b = _summary_row(claims, "b")
+    if b is not None:
+        cells = claims[(claims["claim"] == "b") & (claims["scope"] != b["scope"])]
+        hold = cells[cells["verdict"] == SUPPORTED]
+        if b["verdict"] == SUPPORTED:
+            where = "; ".join(f"in `{r.scope}` {str(r.reason).split('; ')[0]}"
+                              for r in hold.itertuples())
+            out.append("- **b — supported.** More trainable parameters do not guarantee a "
+                       f"better generalization score: {where}.")
+        elif b["verdict"] == CONTRADICTED:
+            out.append("- **b — contradicted.** In every cell both generalization scores rise "
+                       "significantly with trainable parameters.")
+        else:
+            out.append("- **b — inconclusive.** No cell shows generalization lagging test "
+                       "accuracy (or falling) significantly, and not every cell shows it "
+                       "rising significantly.")
+    c = _summary_row(claims, "c")
+    if c is not None:
+        verdict = {"supported": "supported", "contradicted": "contradicted"}.get(
+            c["verdict"], "inconclusive")
+        text = {"supported": "the correlation of trainable parameters with both "
+                             "generalization scores is significantly positive",
+                "contradicted": "the correlation with generalization is significantly "
+                                "negative",
+                "inconclusive": "the correlation with generalization is not significant "
+                                "for both scores"}[verdict]
+        detail = str(c["reason"]).rsplit("; ", 2)
+        only = next((d for d in detail if "holds" in d), "")
+        out.append(f"- **c — {verdict}.** In `{c['scope']}` {text} (weaker r = "
+                   f"{fr(c['estimate'])}, p_holm = {fp(c['p_holm'])})"
+                   + (f"; {only}." if only else "."))
+    return out
+
+
 def _header(inp: ReportInputs) -> list[str]:
     col, runs = inp.collection, inp.collection.runs
-    lines = ["# paramcorr analysis: trainable parameters vs accuracy, F1 and generalization", ""]
-    lines.append("Sweep directories: " + ", ".join(f"`{d}`" for d in col.sweep_dirs))
-    lines.append("")
+    lines = ["## The sweep", "",
+             "Sweep directories: " + ", ".join(f"`{d}`" for d in col.sweep_dirs), ""]
     why = ", ".join(f"{n} {r}" for r, n in sorted(col.skipped.items()))
     lines += [
         f"- result.json files read: {col.n_files}; valid records: {col.n_records}"
@@ -106,6 +234,7 @@ def _header(inp: ReportInputs) -> list[str]:
         f"- runs used in statistics: {col.n_used} ({col.count('completed')} completed, "
         f"{col.count('diverged')} diverged); failed (listed in runs.csv, not used): "
         f"{col.count('failed')}",
+        f"- configurations (run axes except the seed) with usable runs: {len(inp.configs)}",
     ]
     for axis, label in (("optimizer", "optimizers"), ("lr", "learning rates"),
                         ("freeze", "freeze strategies"), ("seed", "seeds")):
@@ -113,7 +242,7 @@ def _header(inp: ReportInputs) -> list[str]:
             values = sorted(runs[axis].dropna().unique(), key=lambda v: (str(type(v)), v))
             lines.append(f"- {label}: " + ", ".join(format_value(axis, v) for v in values))
     if "model" in runs:
-        used = runs[runs["status"].isin(("completed", "diverged"))]
+        used = runs[runs["status"].isin(USED_STATUSES)]
         rows = []
         for model, grp in runs.groupby("model", sort=True):
             u = used[used["model"] == model]
@@ -125,41 +254,44 @@ def _header(inp: ReportInputs) -> list[str]:
                          str(len(grp)), str(len(u))])
         lines += ["", "Architectures:", "",
                   md_table(["model", "total params", "trainable params", "runs", "used"], rows)]
-    return lines
+    return [*lines, ""]
 
 
 def _how_to_read(inp: ReportInputs) -> list[str]:
-    n_tests = int(inp.corr["p"].notna().sum())
+    sizes = family_sizes(inp.corr)
+    fam = "; ".join(f"`{k}`: {v} tests" for k, v in sizes.items())
     return [
         "## How to read this", "",
         "Each run fine-tunes one pretrained architecture with one optimizer, learning rate "
-        "(lr), freeze strategy and seed. The question is whether runs that train more "
-        "parameters reach higher accuracy. The x variable is `log10_trainable`, the base-10 "
-        "log of the number of trainable parameters (so +1 means ten times more). "
-        "`r` is a correlation across runs in a slice (a *scope*, e.g. all runs with "
-        "adam and lr=0.001): +1 means more trainable parameters always go with a higher "
-        "score, 0 means no linear/rank association. Brackets hold 95% confidence intervals. "
-        "`p` is the chance of an |r| this large if there were no association; because "
-        f"{n_tests} correlations are tested, `p_holm` (Holm correction, strict) and `p_bh` "
-        "(Benjamini-Hochberg, false-discovery rate) adjust for multiple testing. A result "
-        "*survives Holm* when p_holm < 0.05. With few runs per slice only large |r| can "
-        "reach significance (see 'Power'). Metrics: `test_acc`/`test_f1` are accuracy and "
-        "macro F1 on the held-out test split; `gen_acc`/`gen_f1` the same on the shifted "
-        "generalization set; `gap_acc` = train_acc - test_acc (overfitting).",
-    ]
+        "(lr), freeze strategy and seed. The question is whether configurations that train "
+        "more parameters reach higher accuracy. The x variable is `log10_trainable`, the "
+        "base-10 log of the number of trainable parameters (so +1 means ten times more). "
+        "`r` is a correlation in a slice (a *scope*, e.g. adam with lr=0.001): +1 means more "
+        "trainable parameters always go with a higher score, 0 no linear/rank association. "
+        "Brackets hold 95% confidence intervals. The **unit** is the configuration (all run "
+        "axes except the seed, scores averaged over seeds); correlations.csv also keeps "
+        "run-level rows (`unit=run`), which are exploratory only because seeds of a "
+        "configuration are not independent. `p` is the chance of an |r| this large with no "
+        "association; `p_holm` (Holm, strict) and `p_bh` (Benjamini-Hochberg) correct it "
+        "within a declared **family**: the paper table on configurations is confirmatory "
+        "(pooled over strategies, and within each strategy, one family each), everything "
+        f"else is exploratory. Family sizes: {fam}. A result *survives Holm* when "
+        "p_holm < 0.05. Metrics: `test_acc`/`test_f1` are accuracy and macro F1 on the "
+        "held-out test split; `gen_acc`/`gen_f1` the same on the shifted generalization set; "
+        "`gap_acc` = train_acc - test_acc (overfitting).", ""]
 
 
 def _paper_rows(table: pd.DataFrame, metrics: list[str]) -> list[list[str]]:
     rows = []
     for _, row in table.iterrows():
-        cells = [cell_label(row["optimizer"], row["lr"])]
-        n_first = row.get(f"{metrics[0]}_n", math.nan) if metrics else math.nan
-        cells.append(str(int(n_first)) if _isnum(n_first) else "0")
+        cells = [cell_label(row["optimizer"], row["lr"]),
+                 n_phrase(row["n_configs"], row["n_runs"]).replace(" configurations", "")
+                 .replace(" runs", ""), str(int(row["n_diverged"]))]
         for m in metrics:
             r, p, ph = row[f"{m}_r"], row[f"{m}_p"], row[f"{m}_p_holm"]
-            text = f"{fr(r)} (p={fp(p)})" if _isnum(r) else "n/a"
-            cells.append(f"**{text}**" if _isnum(ph) and ph < ALPHA else text)
-        cells.append(fr(row["r_crit"]))
+            text = f"{fr(r)} (p={fp(p)})" if is_number(r) else "n/a"
+            cells.append(f"**{text}**" if is_number(ph) and ph < ALPHA else text)
+        cells += [fr(row["critical_r"]), fr(row["r80"]), fr(row["r80_holm"])]
         rows.append(cells)
     return rows
 
@@ -167,121 +299,194 @@ def _paper_rows(table: pd.DataFrame, metrics: list[str]) -> list[list[str]]:
 def _paper_section(inp: ReportInputs) -> list[str]:
     metrics = [m for m in MAIN_METRICS if m in inp.collection.metrics]
     lines = ["## The paper's table", "",
-             "Pearson r of log10 trainable parameters with each metric, one row per "
-             "optimizer x learning rate. **Bold**: survives Holm correction. The last column "
-             "is the smallest |r| that could reach p < 0.05 with that many runs.", ""]
+             "Pearson r of log10 trainable parameters with each metric over configurations, "
+             "one row per optimizer x learning rate; `n` = configurations (runs), `div` = "
+             "diverged runs among them. **Bold**: survives Holm within the table's "
+             "confirmatory family. `critical |r|`: the |r| that just reaches p < 0.05 (a true "
+             "r of that size is found only about half the time); `|r| 80%`: the true |r| "
+             "detected with 80% power at alpha 0.05; `|r| 80% Holm`: the same at the family's "
+             "strictest Holm step (alpha / m).", ""]
     if inp.paper.empty or not metrics:
         return [*lines, "No optimizer x lr cells with usable runs.", ""]
-    headers = ["cell", "n", *(f"{m} r (p)" for m in metrics), "min detectable |r|"]
+    headers = ["cell", "n (runs)", "div", *(f"{m} r (p)" for m in metrics), "critical |r|",
+               "|r| 80%", "|r| 80% Holm"]
+    sizes = family_sizes(inp.corr)
     for strategy, table in inp.paper.groupby("strategy", sort=False):
+        family = table["family"].iloc[0]
+        size = sizes.get(family, 0) if isinstance(family, str) else 0
         if strategy == "pooled":
             lines += ["### Pooled over freeze strategies", "",
-                      "The pooled table mixes two things: *frozen vs fine-tuned* (a change of "
-                      "strategy, which also changes the trainable count by orders of "
-                      "magnitude) and *more parameters* (bigger architectures). A pooled r "
-                      "can therefore reflect the strategy rather than parameter count; the "
-                      "per-strategy tables below and the within-architecture statistics "
-                      "separate the two.", ""]
+                      f"Family `{POOLED}`: {size} tests. The pooled table mixes two things: "
+                      "*frozen vs fine-tuned* (a change of strategy, which also changes the "
+                      "trainable count by orders of magnitude) and *more parameters* (bigger "
+                      "architectures). The table after it separates the two.", ""]
         else:
-            lines += [f"### Within freeze={strategy}", ""]
+            lines += [f"### Within freeze={strategy}", "", f"Family `{family}`: {size} tests.",
+                      ""]
         lines += [md_table(headers, _paper_rows(table, metrics)), ""]
+        if strategy == "pooled":
+            lines += _strategy_table(table, metrics) + _sensitivity_table(table, metrics)
     return lines
 
 
+def _strategy_table(table: pd.DataFrame, metrics: list[str]) -> list[str]:
+    lines = ["#### Strategy or count?", "",
+             "Beside each pooled r: `r strategy`, Pearson r of a fine-tuned indicator (1 unless "
+             "freeze=base) with the metric; `partial given strategy`, the partial r of log10 "
+             "trainable given the strategy; `partial given arch`, given the architecture (OLS t "
+             "values, configurations). A pooled r that vanishes given the strategy measures "
+             "frozen vs fine-tuned, not the parameter count.", ""]
+    rows = []
+    for _, row in table.iterrows():
+        for m in metrics:
+            rows.append([cell_label(row["optimizer"], row["lr"]), m, fr(row[f"{m}_r"]),
+                         fr(row[f"{m}_r_strategy"]), fr(row[f"{m}_partial_strategy"]),
+                         fr(row[f"{m}_partial_architecture"])])
+    return [*lines, md_table(["cell", "metric", "pooled r", "r strategy", "partial given strategy",
+                              "partial given arch"], rows), ""]
+
+
+def _sensitivity_table(table: pd.DataFrame, metrics: list[str]) -> list[str]:
+    if not (table["n_diverged"] > 0).any():
+        return ["No run diverged, so the confirmatory results need no sensitivity check.", ""]
+    rows = []
+    for _, row in table.iterrows():
+        rows.append([cell_label(row["optimizer"], row["lr"]), str(int(row["n_diverged"])),
+                     *(f"{fr(row[f'{m}_r'])} -> {fr(row[f'{m}_r_completed'])} "
+                       f"(p={fp(row[f'{m}_p_completed'])})" for m in metrics)])
+    return ["#### Sensitivity: without diverged runs", "",
+            "The same Pearson r on configurations rebuilt from completed runs only "
+            "(diverged runs dropped; a configuration with no completed run drops out).", "",
+            md_table(["cell", "diverged runs", *(f"{m}: all -> completed" for m in metrics)],
+                     rows), ""]
+
+
 def _findings(inp: ReportInputs) -> list[str]:
-    corr, paper = inp.corr, inp.paper
-    pear = corr[corr["method"] == "pearson"]
-    tested = pear[pear["p"].notna()]
-    lines = ["## Findings", ""]
-    if tested.empty:
-        return [*lines, "- No slice had 3 or more usable runs with varying values: "
-                "nothing could be tested.", ""]
-    survive = tested[tested["p_holm"] < ALPHA]
-    n_all = int(corr["p"].notna().sum())
-    lines.append(f"- {len(survive)} of {len(tested)} Pearson correlations survive Holm "
-                 f"correction (family: all {n_all} tests in correlations.csv, "
-                 "all three methods).")
-    main = [m for m in ("test_acc", "gen_acc") if m in inp.collection.metrics]
-    pooled = paper[paper["strategy"] == "pooled"] if len(paper) else paper
-    by_key = pear.set_index(["scope", "y"])
-    for _, row in pooled.iterrows():
+    corr = inp.corr
+    lines = ["## Findings", "", "Generated from the numbers above and below; each claim's "
+             "sentence follows its verdict.", ""]
+    pooled = pooled_rows(corr)
+    if pooled.empty or pooled["p"].notna().sum() == 0:
+        return [*lines, "- No configuration slice had 3 or more usable points with varying "
+                "values: nothing could be tested.", ""]
+    lines += claim_sentences(inp.claims)
+    sizes = family_sizes(corr)
+    for family, size in sizes.items():
+        if family == EXPLORATORY:
+            continue
+        rows = corr[(corr["family"] == family) & corr["p"].notna()]
+        k = int((rows["p_holm"] < ALPHA).sum())
+        lines.append(f"- `{family}`: {k} of {size} confirmatory tests survive Holm.")
+    explo = corr[(corr["family"] == EXPLORATORY) & (corr["method"] == "pearson")
+                 & (corr["unit"] == "configuration") & corr["p"].notna()]
+    if len(explo):
+        k = int((explo["p_bh"] < ALPHA).sum())
+        lines.append(f"- Exploratory (Pearson, configurations): {k} of {len(explo)} slices "
+                     "have BH-adjusted p < 0.05 (family of "
+                     f"{sizes.get(EXPLORATORY, 0)} tests, all methods and units).")
+    paper = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
+    for _, row in paper.iterrows():
         parts = []
-        for m in main:
-            if (row["scope"], m) in by_key.index:
-                hit = by_key.loc[(row["scope"], m)]
-                if _isnum(hit["r"]):
-                    parts.append(f"{m} {_corr_phrase(hit)}")
-                else:
-                    parts.append(f"{m} not estimable (n={int(hit['n'])})")
+        for m in ("test_acc", "gen_acc"):
+            if f"{m}_r" in row and is_number(row[f"{m}_r"]):
+                hit = pooled[(pooled["scope"] == row["scope"]) & (pooled["y"] == m)].iloc[0]
+                parts.append(f"{m} {_corr_phrase(hit)}")
         if parts:
             lines.append(f"- {cell_label(row['optimizer'], row['lr'])}: " + "; ".join(parts))
-    main_survive = survive[survive["y"].isin(MAIN_METRICS)]
-    if len(main_survive):
-        names = [f"{r.y} in `{r.scope}` (r={fr(r.r)}, n={int(r.n)})"
-                 for r in main_survive.head(12).itertuples()]
-        more = len(main_survive) - len(names)
-        lines.append("- Surviving Holm for the paper's metrics (Pearson): " + ", ".join(names)
-                     + (f", and {more} more (correlations.csv)" if more > 0 else "") + ".")
-    else:
-        lines.append("- No Pearson correlation of the paper's metrics (test/gen accuracy and "
-                     "F1) survives Holm correction in any slice.")
-    others = sorted(set(survive["y"]) - set(MAIN_METRICS))
-    if others:
-        lines.append(f"- Other metrics with Holm survivors: {', '.join(others)} "
-                     "(correlations.csv).")
-    lines += _strategy_finding(pear)
+    lines += _strategy_finding(inp.paper)
+    lines += _divergence_finding(inp.divergence, inp.paper)
     lines += _rm_finding(inp.rm)
     lines += _regression_finding(inp.coefs)
     lines += _seed_finding(inp.seeds)
-    cell_n = pear[pear["scope"].str.contains("lr=") & ~pear["scope"].str.contains("freeze=")
-                  & (pear["y"] == "test_acc")]["n"]
-    if len(cell_n) and cell_n.max() >= 3:
-        n = int(cell_n.median())
-        lines.append(f"- Power: with a median of n={n} runs per optimizer x lr cell, only "
-                     f"|r| >= {fr(critical_r(n))} can reach p < 0.05 (before correction).")
+    cells = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
+    if len(cells):
+        row = cells.iloc[len(cells) // 2]
+        lines.append(f"- Power: with {n_phrase(row['n_configs'], row['n_runs'])} per cell, "
+                     f"|r| >= {fr(row['critical_r'])} reaches p < 0.05, a true |r| of "
+                     f"{fr(row['r80'])} is found with 80% power, and {fr(row['r80_holm'])} at "
+                     "the confirmatory Holm threshold.")
     return [*lines, ""]
 
 
-def _strategy_finding(pear: pd.DataFrame) -> list[str]:
-    sel = pear[(pear["y"] == "test_acc") & pear["r"].notna()]
-    pooled = sel[sel["scope"].str.contains("lr=") & ~sel["scope"].str.contains("freeze=")]
-    within = sel[sel["scope"].str.contains("lr=") & sel["scope"].str.contains("freeze=")]
-    strategies = {part for scope in within["scope"] for part in scope.split(",")
-                  if part.startswith("freeze=")}
-    if pooled.empty or len(strategies) < 2:  # one strategy: pooled and within coincide
+def _strategy_finding(paper: pd.DataFrame) -> list[str]:
+    if paper.empty or "test_acc_r_strategy" not in paper:
         return []
-    return [f"- test_acc: pooled over strategies r ranges {fr(pooled['r'].min())} to "
-            f"{fr(pooled['r'].max())} across cells; within a single strategy it ranges "
-            f"{fr(within['r'].min())} to {fr(within['r'].max())}."]
+    pooled = paper[(paper["strategy"] == "pooled") & paper["test_acc_r_strategy"].notna()]
+    if pooled.empty:
+        return []
+    r, z = pooled["test_acc_r"], pooled["test_acc_r_strategy"]
+    part = pooled["test_acc_partial_strategy"]
+    return [f"- Strategy or count (test_acc, pooled cells): the fine-tuned indicator alone "
+            f"correlates {fr(z.min())} to {fr(z.max())} with test accuracy, log10 trainable "
+            f"{fr(r.min())} to {fr(r.max())}; given the strategy, the partial r of log10 "
+            f"trainable is {fr(part.min())} to {fr(part.max())}."]
+
+
+def _divergence_finding(div: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
+    if div.empty:
+        return []
+    total = div[div["scope"] == "all"]
+    if total.empty or not total["n_diverged"].iloc[0]:
+        return ["- Divergence: no usable run diverged."]
+    t = total.iloc[0]
+    ci = f" [{fr(t['ci_low'])}, {fr(t['ci_high'])}]" if is_number(t["ci_low"]) else ""
+    cells = div[div["scope"] != "all"]
+    worst = cells.sort_values("rate", ascending=False).iloc[0] if len(cells) else None
+    return [f"- Divergence: {int(t['n_diverged'])} of {int(t['n_runs'])} runs diverged "
+            f"({fpct(t['rate'])})"
+            + (f", most in `{worst['scope']}` ({fpct(worst['rate'])})" if worst is not None
+               else "")
+            + f"; across configurations the diverged share correlates r = {fr(t['r'])}{ci} "
+              "with log10 trainable. Diverged runs stay in the statistics (their collapse is "
+              "an outcome); the sensitivity table shows the confirmatory r without them."]
+
+
+def _rm_cells(rm: pd.DataFrame) -> pd.DataFrame:
+    rm = _config_rows(rm)
+    if rm.empty:
+        return rm
+    return rm[rm["applicable"] & _pooled_cell(rm)]
 
 
 def _rm_finding(rm: pd.DataFrame) -> list[str]:
-    if rm.empty or not rm["applicable"].any():
+    cells = _rm_cells(rm)
+    cells = cells[cells["y"] == "test_acc"] if len(cells) else cells
+    if cells.empty:
         return ["- Within-architecture association: not applicable (no architecture was run "
-                "with two or more trainable-parameter counts)."]
-    hit = rm[(rm["scope"] == "all") & (rm["y"] == "test_acc") & rm["applicable"]]
-    if hit.empty:
-        hit = rm[rm["applicable"]].head(1)
-    row = hit.iloc[0]
-    return [f"- Within an architecture (`{row['scope']}`, {row['y']}, rmcorr): "
-            f"r_rm={fr(row['r_rm'])}, p={fp(row['p'])}, n={int(row['n'])} runs of "
-            f"{int(row['n_models'])} architectures; {fnum(row['slope'])} per tenfold more "
-            f"trainable parameters [{fnum(row['slope_ci_low'])}, {fnum(row['slope_ci_high'])}]."]
+                "with two or more trainable-parameter counts in a cell)."]
+    pos = cells[cells["slope"] > 0]
+    neg = cells[cells["slope"] < 0]
+    sig_pos = int((pos["p"] < ALPHA).sum())
+    sig_neg = int((neg["p"] < ALPHA).sum())
+    text = (f"- Within an architecture (rmcorr per optimizer x lr cell, test_acc, "
+            f"configurations): the slope is positive in {len(pos)} of {len(cells)} cells "
+            f"({sig_pos} with p < 0.05) and negative in {len(neg)} ({sig_neg} with p < 0.05)")
+    if len(pos) and len(neg):
+        text += "; the cells disagree in sign, so no pooled within-architecture slope is given."
+    else:
+        text += (f"; per-cell r_rm ranges {fr(cells['r_rm'].min())} to "
+                 f"{fr(cells['r_rm'].max())}.")
+    return [text]
 
 
 def _regression_finding(coefs: pd.DataFrame) -> list[str]:
+    coefs = _config_rows(coefs)
     if coefs.empty:
         return []
     out = []
     for metric, grp in coefs.groupby("y", sort=False):
-        p = grp["p_same_slope"].iloc[0]
-        if _isnum(p):
-            verdict = "differs" if p < ALPHA else "does not detectably differ"
-            out.append(f"{metric} {verdict} (F-test p={fp(p)})")
+        p, power = grp["p_same_slope"].iloc[0], grp["f_power_medium"].iloc[0]
+        if is_number(p):
+            if p < ALPHA:
+                out.append(f"{metric}: the slopes differ between cells (F-test p={fp(p)})")
+            else:
+                out.append(f"{metric}: no detectable difference between cells (F-test "
+                           f"p={fp(p)}; power against a medium difference, f^2 = "
+                           f"{REFERENCE_F2}: {fpct(power)})")
     if not out:
         return []
-    return ["- Slope on log10 trainable across optimizer x lr cells (regression): "
-            + "; ".join(out) + "."]
+    return ["- Slope on log10 trainable across optimizer x lr cells (regression on "
+            "configurations): " + "; ".join(out) + "."]
 
 
 def _seed_finding(seeds: pd.DataFrame) -> list[str]:
@@ -297,15 +502,16 @@ def _seed_finding(seeds: pd.DataFrame) -> list[str]:
 
 def _within_architecture(inp: ReportInputs) -> list[str]:
     lines = ["### Within architecture: repeated-measures and partial correlation", "",
-             "Repeated-measures correlation (rmcorr; architecture = subject): ANCOVA "
-             "`y ~ C(model) + log10_trainable` (statsmodels OLS), r_rm = sign(b) * "
-             "sqrt(SS_x / (SS_x + SS_resid)), p from the type-II ANOVA table. It asks: within "
-             "one architecture, do runs with more trainable parameters (partial freezing, or "
-             "frozen vs full fine-tuning) score higher? `slope` is the change in the metric "
-             "per tenfold more trainable parameters. Controlling for architecture as a factor "
-             "gives the same partial r by construction (partial_correlations.csv, control="
-             "architecture, from the OLS t-value: r = t / sqrt(t^2 + df)).", ""]
-    rm = inp.rm
+             "Repeated-measures correlation (rmcorr; architecture = subject) on configurations, "
+             "one per optimizer x lr cell (cells are never pooled: their slopes may differ in "
+             "sign): ANCOVA `y ~ C(model) + log10_trainable` (statsmodels OLS), r_rm = sign(b) "
+             "* sqrt(SS_x / (SS_x + SS_resid)), p from the type-II ANOVA table. It asks: within "
+             "one architecture, do configurations with more trainable parameters (partial "
+             "freezing, or frozen vs full fine-tuning) score higher? `slope` is the change in "
+             "the metric per tenfold more trainable parameters. Controlling for architecture "
+             "as a factor gives the same partial r by construction (partial_correlations.csv). "
+             "Run-level rows of both are in the CSVs (`unit=run`), exploratory.", ""]
+    rm = _config_rows(inp.rm)
     if rm.empty or not rm["applicable"].any():
         lines += ["**Not applicable** for these runs: in every slice each architecture has "
                   "a single trainable-parameter count, so trainable parameters are a function "
@@ -313,27 +519,29 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
                   "(`freeze=partial` with several `freeze.stages`) or both `freeze=base` and "
                   "`freeze=none` to estimate it.", ""]
     else:
-        keep = rm[rm["applicable"] & rm["y"].isin(["test_acc", "gen_acc"])
-                  & ~(rm["scope"].str.contains("lr=") & rm["scope"].str.contains("freeze="))]
-        rows = [[f"`{r.scope}`", r.y, str(int(r.n)), str(int(r.n_models)), fr(r.r_rm), fp(r.p),
+        keep = _rm_cells(rm)
+        keep = keep[keep["y"].isin(["test_acc", "gen_acc"])]
+        rows = [[cell_label(r.optimizer, r.lr), r.y, str(int(r.n)), str(int(r.n_models)),
+                 fr(r.r_rm), fp(r.p),
                  f"{fnum(r.slope)} [{fnum(r.slope_ci_low)}, {fnum(r.slope_ci_high)}]"]
                 for r in keep.itertuples()]
-        lines += [md_table(["scope", "metric", "n", "models", "r_rm", "p",
-                            "slope per decade [95% CI]"], rows), ""]
+        if rows:
+            lines += [md_table(["cell", "metric", "configurations", "models", "r_rm", "p",
+                                "slope per decade [95% CI]"], rows), ""]
         na = rm[~rm["applicable"]]["scope"].unique()
         if len(na):
             lines += [f"Not applicable in {len(na)} scopes where each architecture has one "
                       "trainable count (e.g. " + ", ".join(f"`{s}`" for s in na[:3]) + "). "
                       "All rows: rm_correlations.csv.", ""]
-    part = inp.partial
+    part = _config_rows(inp.partial)
     if not part.empty:
         size = part[(part["control"] == "architecture size") & part["applicable"]
-                    & part["y"].isin(MAIN_METRICS)
-                    & ~(part["scope"].str.contains("lr=") & part["scope"].str.contains("freeze="))]
+                    & part["y"].isin(MAIN_METRICS) & ~(_is_cell(part) & part["freeze"].notna())]
         if len(size):
             lines += ["Partial correlation controlling for architecture *size* (log10 total "
-                      "parameters as a covariate; OLS t-value of log10_trainable): does the "
-                      "trainable count matter beyond how big the network is?", ""]
+                      "parameters as a covariate; OLS t-value of log10_trainable; "
+                      "configurations): does the trainable count matter beyond how big the "
+                      "network is?", ""]
             wide = size.pivot(index="scope", columns="y", values="r").reindex(
                 index=list(dict.fromkeys(size["scope"])))
             pw = size.pivot(index="scope", columns="y", values="p").reindex(index=wide.index)
@@ -346,31 +554,51 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
 
 def _regression_section(inp: ReportInputs) -> list[str]:
     lines = ["### Regression with optimizer x lr interaction", "",
-             "OLS `y ~ log10_trainable * C(optimizer) * C(lr)` per metric (statsmodels; all "
-             "used runs). Below: the slope of each metric on log10 trainable parameters in "
-             "each optimizer x lr cell (change per tenfold more trainable parameters, 95% "
+             "OLS `y ~ log10_trainable * C(optimizer) * C(lr)` per metric (statsmodels) on "
+             "configurations. Below: the slope of each metric on log10 trainable parameters "
+             "in each optimizer x lr cell (change per tenfold more trainable parameters, 95% "
              "CI), from the equivalent cell-means fit; the F-test asks whether the slope is "
-             "the same in every cell. Full coefficient table: regression.csv.", ""]
-    if inp.slopes.empty:
+             "the same in every cell, and its power says how large a difference it could "
+             f"see (Cohen's f^2 = {REFERENCE_F2}). Full coefficient table: regression.csv "
+             "(both units).", ""]
+    slopes, coefs = _config_rows(inp.slopes), _config_rows(inp.coefs)
+    if slopes.empty:
         return [*lines, "Not estimable: trainable parameters do not vary within any cell.", ""]
-    metrics = list(dict.fromkeys(inp.slopes["y"]))
-    cells = inp.slopes.drop_duplicates(["optimizer", "lr"])[["optimizer", "lr"]]
+    metrics = list(dict.fromkeys(slopes["y"]))
+    cells = slopes.drop_duplicates(["optimizer", "lr"])[["optimizer", "lr"]]
     rows = []
     for c in cells.itertuples():
         row = [cell_label(c.optimizer, c.lr)]
         for m in metrics:
-            hit = inp.slopes[(inp.slopes["y"] == m) & (inp.slopes["optimizer"] == c.optimizer)
-                             & (inp.slopes["lr"] == c.lr)]
+            hit = slopes[(slopes["y"] == m) & (slopes["optimizer"] == c.optimizer)
+                         & (slopes["lr"] == c.lr)]
             row.append("n/a" if hit.empty else
                        f"{fnum(hit['slope'].iloc[0])} [{fnum(hit['ci_low'].iloc[0])}, "
                        f"{fnum(hit['ci_high'].iloc[0])}]")
         rows.append(row)
     lines += [md_table(["cell", *metrics], rows), ""]
-    if not inp.coefs.empty:
-        fits = inp.coefs.groupby("y", sort=False).first()
-        rows = [[m, str(int(f.n)), fnum(f.r2), fp(f.p_same_slope)] for m, f in fits.iterrows()]
-        lines += [md_table(["metric", "n", "R^2", "p (same slope in every cell)"], rows), ""]
+    if not coefs.empty:
+        fits = coefs.groupby("y", sort=False).first()
+        rows = [[m, str(int(f.n)), fnum(f.r2), fp(f.p_same_slope), fpct(f.f_power_medium)]
+                for m, f in fits.iterrows()]
+        lines += [md_table(["metric", "configurations", "R^2", "p (same slope in every cell)",
+                            "F-test power (medium)"], rows), ""]
     return lines
+
+
+def _divergence_section(inp: ReportInputs) -> list[str]:
+    lines = ["### Divergence as an outcome", "",
+             "Diverged runs (non-finite loss) per scope, and across configurations the "
+             "Pearson r (Fisher-z 95% CI) of each configuration's diverged share with log10 "
+             "trainable parameters (divergence.csv).", ""]
+    div = inp.divergence
+    if div.empty:
+        return [*lines, "No usable runs.", ""]
+    rows = [[f"`{r.scope}`", str(r.n_configs), str(r.n_runs), str(r.n_diverged), fpct(r.rate),
+             f"{fr(r.r)} [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.r) else "n/a",
+             fp(r.p)] for r in div.itertuples()]
+    return [*lines, md_table(["scope", "configurations", "runs", "diverged", "rate",
+                              "r with log10 trainable [95% CI]", "p"], rows), ""]
 
 
 def _seed_section(inp: ReportInputs) -> list[str]:
@@ -394,15 +622,22 @@ def _seed_section(inp: ReportInputs) -> list[str]:
 def _power_section(inp: ReportInputs) -> list[str]:
     pear = inp.corr[(inp.corr["method"] == "pearson") & (inp.corr["n"] >= 3)]
     lines = ["### Power", "",
-             "The smallest |r| that reaches two-sided p < 0.05 with n runs (critical r of "
-             "the t test, df = n - 2, before any multiple-testing correction):", ""]
+             "Per slice size n (configurations or runs): the critical |r| (the |r| that just "
+             "reaches two-sided p < 0.05, t test with df = n - 2: a true r of that size is "
+             "detected only about half the time) and the |r| detected with 80% power at alpha "
+             "0.05 (pingouin `power_corr`). For the confirmatory families the 80%-power |r| "
+             "at the strictest Holm step (alpha / m) is in the paper table and power.csv.", ""]
     if pear.empty:
-        return [*lines, "No slice has 3 or more runs.", ""]
-    groups = pear.groupby("n")["scope"].nunique().sort_index()
-    rows = [[str(int(n)), str(int(k)), fr(critical_r(int(n)))] for n, k in groups.items()]
+        return [*lines, "No slice has 3 or more points.", ""]
+    groups = pear.groupby(["unit", "n"]).agg(slices=("scope", "nunique"),
+                                             critical_r=("critical_r", "first"),
+                                             r80=("r80", "first")).reset_index()
+    rows = [[r.unit, str(int(r.n)), str(int(r.slices)), fr(r.critical_r), fr(r.r80)]
+            for r in groups.itertuples()]
     if len(rows) > 15:
-        rows = rows[:7] + [["...", "...", "..."]] + rows[-7:]
-    return [*lines, md_table(["n", "slices", "min detectable |r|"], rows), ""]
+        rows = rows[:7] + [["...", "...", "...", "...", "..."]] + rows[-7:]
+    return [*lines, md_table(["unit", "n", "slices", "critical |r|", "|r| at 80% power"], rows),
+            ""]
 
 
 def _method_section(inp: ReportInputs) -> list[str]:
@@ -411,12 +646,15 @@ def _method_section(inp: ReportInputs) -> list[str]:
              "- Pearson r and p: `scipy.stats.pearsonr`; 95% CI by Fisher z "
              "(`confidence_interval`).",
              "- Spearman and Kendall (tau-b) r and p: `scipy.stats.spearmanr` / `kendalltau`; "
-             f"95% CI: `scipy.stats.bootstrap`, pairs resampled, seed {inp.seed}, BCa for "
-             f"n <= {BCA_MAX_N} runs, percentile above.",
-             "- Holm and Benjamini-Hochberg: `statsmodels.stats.multitest.multipletests` over "
-             "every row of correlations.csv that has a p-value.",
+             f"95% CI: `scipy.stats.bootstrap`, pairs resampled (configurations for "
+             f"`unit=configuration`), seed {inp.seed}, BCa for n <= {BCA_MAX_N}, percentile "
+             "above.",
+             "- Holm and Benjamini-Hochberg: `statsmodels.stats.multitest.multipletests` within "
+             "each family of correlations.csv (column `family`).",
+             "- Power: `pingouin.power_corr`; F-test power: `statsmodels` `FTestPower`.",
              f"- A slice uses completed and diverged runs with a finite {X} and metric; failed "
-             "runs are never used. Under 3 runs or a constant variable: empty statistics."]
+             "runs are never used. A configuration's score is the mean over its usable runs. "
+             "Under 3 points or a constant variable: empty statistics."]
     if inp.n_boot <= 0:
         lines.append("- Spearman and Kendall CIs were not computed (--n-boot 0).")
     if len(boot):
@@ -448,18 +686,20 @@ def _method_section(inp: ReportInputs) -> list[str]:
 
 
 def _plots_section(inp: ReportInputs, out_dir: Path) -> list[str]:
-    lines = ["## Plots", ""]
+    lines = ["## Plots", "", "Every figure is also written as PDF beside the PNG.", ""]
     captions = {
         "scatter": "log10 trainable parameters vs {m}; rows optimizer, columns lr; colour = "
-                   "architecture, marker = freeze strategy, dashed = OLS fit per panel.",
-        "heatmap": "Pearson r per metric (rows) and optimizer x lr cell (columns), pooled "
-                   "and within each freeze strategy; * = Holm p < 0.05.",
+                   "architecture, marker = freeze strategy, hollow = diverged; dashed = OLS "
+                   "fit on configuration means per panel (r and n in the title).",
+        "heatmap": "Pearson r over configurations per metric (rows) and optimizer x lr cell "
+                   "(columns), pooled and within each freeze strategy; * = Holm p < 0.05 "
+                   "within the confirmatory family.",
         "partial": "Partial freezing: test_acc vs trainable parameters within each "
                    "architecture.",
     }
     existing = [p for p in inp.plots if Path(p).exists()]
     if not existing:
-        return [*lines, "No plots: no usable runs.", ""]
+        return [*lines[:2], "No plots: no usable runs.", ""]
     for path in existing:
         rel = Path(path).relative_to(out_dir).as_posix()
         stem = Path(path).stem
@@ -474,12 +714,14 @@ def _files_section(inp: ReportInputs) -> list[str]:
 
 
 def render(inp: ReportInputs, out_dir: Path) -> str:
-    """The whole report as markdown."""
-    lines = _header(inp) + [""] + _how_to_read(inp) + [""] + _findings(inp)
+    """The whole report as markdown: the claims and their verdicts open it."""
+    lines = ["# paramcorr analysis: trainable parameters vs accuracy, F1 and generalization",
+             ""]
+    lines += _claims_section(inp) + _header(inp) + _how_to_read(inp) + _findings(inp)
     lines += _paper_section(inp)
     lines += ["## Beyond the paper", ""]
-    lines += _within_architecture(inp) + _regression_section(inp) + _seed_section(inp)
-    lines += _power_section(inp) + _method_section(inp)
+    lines += _within_architecture(inp) + _regression_section(inp) + _divergence_section(inp)
+    lines += _seed_section(inp) + _power_section(inp) + _method_section(inp)
     lines += _plots_section(inp, out_dir) + _files_section(inp)
     return "\n".join(lines).rstrip() + "\n"
 

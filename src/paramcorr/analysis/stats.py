@@ -23,12 +23,19 @@ from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multitest import multipletests
 
 from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES
+from paramcorr.analysis.configurations import RUNS_PREFIX, configuration_means
+from paramcorr.analysis.power import ALPHA, critical_r, detectable_r, f_test_power
 
 X = "log10_trainable"
 METHODS = ("pearson", "spearman", "kendall")
 CORR_COLUMNS = ["scope", "x", "y", "method", "n", "r", "p", "ci_low", "ci_high",
-                "p_holm", "p_bh"]
+                "p_holm", "p_bh", "unit", "family"]
 SCOPE_AXES = ("optimizer", "lr", "freeze")
+UNITS = ("run", "configuration")
+# The paper table's outcomes: the confirmatory families test these, on configurations.
+CONFIRMATORY_METRICS = MAIN_METRICS
+POOLED = "confirmatory: pooled"
+EXPLORATORY = "exploratory"
 FREEZE_ORDER = ("base", "none", "partial")
 # The outcomes the beyond-paper models are fitted to: the paper's four plus the gap.
 MODEL_METRICS = (*MAIN_METRICS, "gap_acc")
@@ -63,30 +70,41 @@ def format_value(axis: str, value: object) -> str:
     return str(value)
 
 
-def _levels(runs: pd.DataFrame, axis: str) -> list:
-    values = runs[axis].dropna().unique().tolist()
+def is_number(value: object) -> bool:
+    """Is ``value`` a finite real number (not None, NaN, inf, a string or a bool)?"""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and math.isfinite(float(value)))
+
+
+def levels(frame: pd.DataFrame, axis: str) -> list:
+    """The values of ``axis`` present, in the one order every table and figure uses.
+
+    freeze: base, none, partial, then others by name; other axes: numbers ascending, then
+    strings by name. Empty when the column is absent.
+    """
+    if axis not in frame:
+        return []
+    values = frame[axis].dropna().unique().tolist()
     if axis == "freeze":
         known = [v for v in FREEZE_ORDER if v in values]
         return known + sorted((v for v in values if v not in FREEZE_ORDER), key=str)
-    try:
-        return sorted(values)
-    except TypeError:
-        return sorted(values, key=str)
+    return sorted(values, key=lambda v: (isinstance(v, str), v if not isinstance(v, str)
+                                         else 0, str(v)))
 
 
 def scopes(runs: pd.DataFrame) -> list[Scope]:
     """all; each freeze; each optimizer x lr; each optimizer x lr x freeze (present ones)."""
     out = [Scope("all", {}, np.ones(len(runs), dtype=bool))]
     axes = [a for a in SCOPE_AXES if a in runs.columns and runs[a].notna().any()]
-    levels = {a: _levels(runs, a) for a in axes}
-    masks = {a: {v: (runs[a] == v).to_numpy() for v in levels[a]} for a in axes}
+    values = {a: levels(runs, a) for a in axes}
+    masks = {a: {v: (runs[a] == v).to_numpy() for v in values[a]} for a in axes}
 
     def combos(names: list[str]) -> None:
         if not all(a in axes for a in names):
             return
         grid = [[]]
         for a in names:
-            grid = [[*g, (a, v)] for g in grid for v in levels[a]]
+            grid = [[*g, (a, v)] for g in grid for v in values[a]]
         for combo in grid:
             mask = np.logical_and.reduce([masks[a][v] for a, v in combo])
             if mask.any():
@@ -102,14 +120,6 @@ def scopes(runs: pd.DataFrame) -> list[Scope]:
 def used_mask(runs: pd.DataFrame) -> np.ndarray:
     """Runs that enter statistics: completed or diverged (failed ones are only listed)."""
     return runs["status"].isin(USED_STATUSES).to_numpy()
-
-
-def critical_r(n: int, alpha: float = 0.05) -> float:
-    """Smallest |r| reaching two-sided p < alpha with n pairs (t test of r, df = n - 2)."""
-    if n < 3:
-        return math.nan
-    t = stats.t.ppf(1 - alpha / 2, n - 2)
-    return float(t / math.sqrt(n - 2 + t * t))
 
 
 # --- batched rank statistics fed to scipy.stats.bootstrap -----------------------------
@@ -215,7 +225,7 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int,
                               n_resamples=n_res, batch=batch, method=ci_method,
                               confidence_level=CONFIDENCE, rng=rng)
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if not (is_number(low) and is_number(high)):
         dist = res.bootstrap_distribution
         ok = dist[np.isfinite(dist)]
         if len(ok) >= (1 - DEGENERATE_MAX_SHARE) * len(dist):
@@ -230,9 +240,11 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, n_boot: int,
 
 # --- correlation table ----------------------------------------------------------------
 
-def bootstrap_rng(seed: int, scope: str, y: str, method: str) -> np.random.Generator:
+def bootstrap_rng(seed: int, scope: str, y: str, method: str,
+                  unit: str = "run") -> np.random.Generator:
     """The generator for one row's bootstrap: depends on the row, not on table order."""
-    return np.random.default_rng([seed, zlib.crc32(f"{scope}|{y}|{method}".encode())])
+    key = f"{scope}|{y}|{method}" + ("" if unit == "run" else f"|{unit}")
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
 def _correlate(x: np.ndarray, y: np.ndarray, method: str, n_boot: int,
@@ -248,76 +260,185 @@ def _correlate(x: np.ndarray, y: np.ndarray, method: str, n_boot: int,
             "ci_high": high, "n_resamples": n_res, "ci_method": ci_method}
 
 
-def correlation_table(runs: pd.DataFrame, metrics: list[str], n_boot: int = 1000,
-                      seed: int = 0, progress=None) -> pd.DataFrame:
-    """One row per (scope, x, y, method); CORR_COLUMNS plus n_resamples, ci_method, r_crit.
+# In memory the table also holds the scope's axes as columns (never parsed back out of the
+# scope string), the runs behind each row, and the power columns.
+EXTRA_COLUMNS = ["n_runs", *SCOPE_AXES, "n_resamples", "ci_method", "critical_r", "r80",
+                 "alpha_holm", "r80_holm"]
 
-    A slice uses every non-failed run with finite x and y. Under 3 runs or a constant
-    variable: a row with ``n`` and empty statistics.
-    """
-    used = used_mask(runs)
-    x_all = runs[X].to_numpy(dtype=float)
-    y_all = {m: runs[m].to_numpy(dtype=float) for m in metrics}
+
+def _unit_rows(frame: pd.DataFrame, metrics: list[str], unit: str, n_boot: int, seed: int,
+               progress=None) -> list[dict]:
+    """Rows of one unit (runs, or configuration means) for every scope x metric x method."""
+    used = used_mask(frame)
+    x_all = frame[X].to_numpy(dtype=float)
+    y_all = {m: frame[m].to_numpy(dtype=float) for m in metrics}
+    runs_behind = {m: (frame[RUNS_PREFIX + m].to_numpy(dtype=float)
+                       if RUNS_PREFIX + m in frame else None) for m in metrics}
     finite_x = np.isfinite(x_all)
     rows = []
-    scope_list = scopes(runs)
+    scope_list = scopes(frame)
     for i, scope in enumerate(scope_list):
         base = scope.mask & used & finite_x
+        axes = {a: scope.axes.get(a) for a in SCOPE_AXES}
         for metric in metrics:
             keep = base & np.isfinite(y_all[metric])
             x, y = x_all[keep], y_all[metric][keep]
             n = int(keep.sum())
+            behind = runs_behind[metric]
+            n_runs = n if behind is None else int(behind[keep].sum())
             defined = n >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
             for method in METHODS:
                 row = {"scope": scope.name, "x": X, "y": metric, "method": method, "n": n,
                        "r": math.nan, "p": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                       "n_resamples": 0, "ci_method": "", "r_crit": critical_r(n)}
+                       "unit": unit, "n_runs": n_runs, **axes, "n_resamples": 0,
+                       "ci_method": ""}
                 if defined:
-                    rng = bootstrap_rng(seed, scope.name, metric, method)
+                    rng = bootstrap_rng(seed, scope.name, metric, method, unit)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         row.update(_correlate(x, y, method, n_boot, rng))
                 rows.append(row)
         if progress is not None and (i + 1) % 10 == 0:
-            progress(f"correlations: {i + 1}/{len(scope_list)} scopes")
-    table = pd.DataFrame(rows, columns=[*CORR_COLUMNS[:9], "n_resamples", "ci_method",
-                                        "r_crit"])
-    return adjust_pvalues(table)
+            progress(f"correlations ({unit}s): {i + 1}/{len(scope_list)} scopes")
+    return rows
+
+
+def correlation_table(runs: pd.DataFrame, metrics: list[str], n_boot: int = 1000,
+                      seed: int = 0, progress=None,
+                      run_axes: list[str] | None = None) -> pd.DataFrame:
+    """One row per (scope, x, y, method, unit): CORR_COLUMNS plus EXTRA_COLUMNS.
+
+    ``unit=run``: one point per run; ``unit=configuration``: one point per configuration
+    (``run_axes`` minus seed; default: the known run axes present), the metric averaged
+    over its usable runs, so a bootstrap resamples configurations. A slice uses every
+    non-failed run with finite x and y. Under 3 points or a constant variable: a row with
+    ``n`` and empty statistics. ``p_holm`` / ``p_bh`` are corrected within ``family``.
+    """
+    rows = _unit_rows(runs, metrics, "run", n_boot, seed, progress)
+    configs = configuration_means(runs, list(metrics), run_axes)
+    rows += _unit_rows(configs, metrics, "configuration", n_boot, seed, progress)
+    table = pd.DataFrame(rows, columns=[c for c in CORR_COLUMNS
+                                        if c not in ("p_holm", "p_bh", "family")]
+                         + [c for c in EXTRA_COLUMNS if c not in CORR_COLUMNS])
+    table["family"] = families(table)
+    table = adjust_pvalues(table)
+    return add_power(table)
+
+
+def families(table: pd.DataFrame) -> pd.Series:
+    """The correction family of each row.
+
+    Confirmatory: the paper table, i.e. Pearson on configurations of the four paper metrics
+    in the optimizer x lr cells, pooled over strategies (``confirmatory: pooled``) and within
+    each strategy (``confirmatory: freeze=<s>``), one family each. Everything else, the
+    run-level rows included, is one exploratory family.
+    """
+    cell = table["optimizer"].notna() & table["lr"].notna()
+    confirm = (cell & (table["unit"] == "configuration") & (table["method"] == "pearson")
+               & table["y"].isin(CONFIRMATORY_METRICS))
+    within = [POOLED if pd.isna(f) else f"confirmatory: freeze={format_value('freeze', f)}"
+              for f in table["freeze"]]
+    return pd.Series(np.where(confirm, within, EXPLORATORY), index=table.index)
 
 
 def adjust_pvalues(table: pd.DataFrame) -> pd.DataFrame:
-    """Holm and Benjamini-Hochberg over every row of the table that has a p-value."""
+    """Holm and Benjamini-Hochberg within each ``family`` over the rows that have a p-value.
+
+    Without a ``family`` column the whole table is one family.
+    """
     table = table.copy()
     p = table["p"].to_numpy(dtype=float)
-    ok = np.isfinite(p)
-    table["p_holm"] = np.nan
-    table["p_bh"] = np.nan
-    if ok.any():
-        table.loc[ok, "p_holm"] = multipletests(p[ok], method="holm")[1]
-        table.loc[ok, "p_bh"] = multipletests(p[ok], method="fdr_bh")[1]
-    order = [c for c in table.columns if c not in ("p_holm", "p_bh")]
-    return table[[*order[:9], "p_holm", "p_bh", *order[9:]]]
+    family = table["family"] if "family" in table else pd.Series("all", index=table.index)
+    holm, bh = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    for _, idx in family.groupby(family, sort=False).indices.items():
+        idx = idx[np.isfinite(p[idx])]
+        if len(idx):
+            holm[idx] = multipletests(p[idx], method="holm")[1]
+            bh[idx] = multipletests(p[idx], method="fdr_bh")[1]
+    table["p_holm"], table["p_bh"] = holm, bh
+    first = [c for c in CORR_COLUMNS if c in table]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def family_sizes(table: pd.DataFrame) -> dict[str, int]:
+    """Tests (rows with a p-value) in each family, confirmatory families first."""
+    sizes = table[table["p"].notna()].groupby("family").size().to_dict()
+    return dict(sorted(sizes.items(), key=lambda kv: (kv[0] == EXPLORATORY, kv[0])))
+
+
+def add_power(table: pd.DataFrame) -> pd.DataFrame:
+    """critical_r (just reaches p < 0.05) and r80 (detected with 80% power) per row, plus,
+    for confirmatory rows, r80 at the first (strictest) Holm step alpha / m of its family."""
+    table = table.copy()
+    n = table["n"].to_numpy()
+    table["critical_r"] = [critical_r(int(k)) for k in n]
+    table["r80"] = [detectable_r(int(k)) for k in n]
+    sizes = family_sizes(table)
+    m = table["family"].map(sizes).to_numpy(dtype=float)
+    confirm = (table["family"] != EXPLORATORY).to_numpy()
+    alpha = np.where(confirm & (m > 0), ALPHA / np.where(m > 0, m, 1), np.nan)
+    table["alpha_holm"] = alpha
+    table["r80_holm"] = [detectable_r(int(k), float(a)) if a == a else math.nan
+                         for k, a in zip(n, alpha, strict=True)]
+    return table
+
+
+def power_table(corr: pd.DataFrame) -> pd.DataFrame:
+    """power.csv: per Pearson slice, its critical |r| and the |r| detected with 80% power."""
+    pear = corr[corr["method"] == "pearson"]
+    return pear[["scope", "unit", "y", "n", "n_runs", "family", "critical_r", "r80",
+                 "alpha_holm", "r80_holm"]].reset_index(drop=True)
 
 
 # --- the paper's table -----------------------------------------------------------------
 
-def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Rows optimizer x lr (pooled, then within each freeze strategy); Pearson r, p per metric."""
-    pear = corr[corr["method"] == "pearson"].set_index(["scope", "y"])
-    wanted = [m for m in MAIN_METRICS if m in metrics]
+PAPER_FIELDS = ("n", "n_runs", "r", "p", "ci_low", "ci_high", "p_holm")
+
+
+def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str],
+                run_axes: list[str] | None = None) -> pd.DataFrame:
+    """Rows optimizer x lr (pooled, then within each freeze strategy), on configurations.
+
+    Per metric: Pearson n (configurations), n_runs, r, p, CI, p_holm (within the row's
+    confirmatory family); the same r / p without diverged runs (``r_completed``,
+    ``p_completed``: the sensitivity check); per row the diverged runs, the critical |r|
+    and the |r| detected with 80% power (uncorrected and at the family's Holm alpha).
+    Pooled rows also get the strategy-vs-count columns of ``strategy_vs_count``.
+    """
+    wanted = [m for m in CONFIRMATORY_METRICS if m in metrics]
+    conf = corr[(corr["method"] == "pearson") & (corr["unit"] == "configuration")]
+    pear = conf.set_index(["scope", "y"])
+    completed = configuration_means(runs, wanted, run_axes, statuses=("completed",))
+    sens = _pearson_by_scope(completed, wanted)
+    configs = configuration_means(runs, wanted, run_axes)
+    separation = strategy_vs_count(configs, wanted).set_index(["scope", "y"])
+    used = runs[used_mask(runs)]
     rows = []
-    for scope in scopes(runs):
+    for scope in scopes(configs):
         if not {"optimizer", "lr"} <= set(scope.axes) or set(scope.axes) - set(SCOPE_AXES):
             continue
         row = {"strategy": scope.axes.get("freeze", "pooled"),
                "optimizer": scope.axes["optimizer"], "lr": float(scope.axes["lr"]),
                "scope": scope.name}
+        in_scope = np.ones(len(used), dtype=bool)
+        for axis, value in scope.axes.items():
+            in_scope &= (used[axis] == value).to_numpy()
+        row["n_configs"] = int(scope.mask.sum())
+        row["n_runs"] = int(in_scope.sum())
+        row["n_diverged"] = int((used["status"].to_numpy()[in_scope] == "diverged").sum())
         for m in wanted:
             hit = pear.loc[(scope.name, m)] if (scope.name, m) in pear.index else None
-            for col in ("n", "r", "p", "p_holm"):
+            for col in PAPER_FIELDS:
                 row[f"{m}_{col}"] = hit[col] if hit is not None else math.nan
-        n = row.get(f"{wanted[0]}_n", math.nan) if wanted else math.nan
-        row["r_crit"] = critical_r(int(n)) if n == n else math.nan
+            r, p = sens.get((scope.name, m), (math.nan, math.nan))
+            row[f"{m}_r_completed"], row[f"{m}_p_completed"] = r, p
+            for col in ("r_strategy", "p_strategy", "partial_strategy", "partial_architecture"):
+                row[f"{m}_{col}"] = (separation.at[(scope.name, m), col]
+                                     if (scope.name, m) in separation.index else math.nan)
+        hit = conf[(conf["scope"] == scope.name) & conf["y"].isin(wanted)]
+        first = hit.iloc[0] if len(hit) else None
+        for col in ("critical_r", "r80", "alpha_holm", "r80_holm", "family"):
+            row[col] = first[col] if first is not None else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
     if len(table):
@@ -327,6 +448,107 @@ def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str]) -> p
     return table
 
 
+def _pearson_by_scope(frame: pd.DataFrame, metrics: list[str]) -> dict:
+    """{(scope, metric): (r, p)} of Pearson on ``frame`` (cells only)."""
+    out = {}
+    if frame.empty:
+        return out
+    used = used_mask(frame)
+    x_all = frame[X].to_numpy(dtype=float)
+    for scope in scopes(frame):
+        if "optimizer" not in scope.axes:
+            continue
+        for m in metrics:
+            y_all = frame[m].to_numpy(dtype=float)
+            keep = scope.mask & used & np.isfinite(x_all) & np.isfinite(y_all)
+            x, y = x_all[keep], y_all[keep]
+            if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+                res = stats.pearsonr(x, y)
+                out[(scope.name, m)] = (float(res.statistic), float(res.pvalue))
+    return out
+
+
+# --- strategy versus count, and divergence as an outcome -------------------------------
+
+def strategy_vs_count(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Separate *which strategy* from *how many trainable parameters*, per pooled scope.
+
+    On configurations: ``r_strategy`` is Pearson r of a fine-tuned indicator (1 unless
+    freeze=base, i.e. the backbone trains) with the metric; ``partial_strategy`` is the
+    partial r of log10 trainable given the strategy (OLS ``y ~ x + C(freeze)``) and
+    ``partial_architecture`` given the architecture (``y ~ x + C(model)``); p-values from
+    the same t tests. NaN where not estimable (one strategy, no within-model variation).
+    """
+    rows = []
+    if configs.empty or "freeze" not in configs:
+        return pd.DataFrame(columns=["scope", "y", "n", "r_strategy", "p_strategy",
+                                     "partial_strategy", "p_partial_strategy",
+                                     "partial_architecture", "p_partial_architecture"])
+    used = used_mask(configs)
+    x_all = configs[X].to_numpy(dtype=float)
+    tuned = (configs["freeze"] != "base").to_numpy(dtype=float)
+    for scope in scopes(configs):
+        if "freeze" in scope.axes:
+            continue
+        for m in metrics:
+            y_all = configs[m].to_numpy(dtype=float)
+            keep = scope.mask & used & np.isfinite(x_all) & np.isfinite(y_all)
+            sub = configs[keep]
+            x, y, z = x_all[keep], y_all[keep], tuned[keep]
+            row = {"scope": scope.name, "y": m, "n": int(keep.sum()), "r_strategy": math.nan,
+                   "p_strategy": math.nan, "partial_strategy": math.nan,
+                   "p_partial_strategy": math.nan, "partial_architecture": math.nan,
+                   "p_partial_architecture": math.nan}
+            if len(y) >= 3 and np.ptp(y) > 0 and np.ptp(z) > 0:
+                res = stats.pearsonr(z, y)
+                row.update(r_strategy=float(res.statistic), p_strategy=float(res.pvalue))
+            for name, factor in (("strategy", "freeze"), ("architecture", "model")):
+                if factor not in sub:
+                    continue
+                codes = pd.factorize(sub[factor])[0]
+                dummies = (codes[:, None] == np.arange(1, codes.max() + 1)[None, :])
+                exog = np.column_stack([np.ones(len(y)), x, dummies.astype(float)])
+                if (len(y) > exog.shape[1] and np.ptp(y) > 0
+                        and np.linalg.matrix_rank(exog) == exog.shape[1]):
+                    r, p, _ = _partial_r(y, exog)
+                    row[f"partial_{name}"], row[f"p_partial_{name}"] = r, p
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def divergence_table(runs: pd.DataFrame, run_axes: list[str] | None = None) -> pd.DataFrame:
+    """Divergence as an outcome, per pooled scope (all, each optimizer x lr cell).
+
+    ``n_runs`` usable runs of which ``n_diverged`` diverged (``rate``); across
+    configurations, Pearson r (Fisher-z 95% CI, p) of each configuration's share of
+    diverged runs with log10 trainable: does training more parameters diverge more often?
+    """
+    configs = configuration_means(runs, [], run_axes)
+    rows = []
+    if configs.empty:
+        return pd.DataFrame(columns=["scope", "n_configs", "n_runs", "n_diverged", "rate",
+                                     "r", "ci_low", "ci_high", "p"])
+    share = (configs["n_diverged"] / configs["n_runs"]).to_numpy(dtype=float)
+    x_all = configs[X].to_numpy(dtype=float)
+    for scope in scopes(configs):
+        if "freeze" in scope.axes:
+            continue
+        keep = scope.mask
+        x, y = x_all[keep], share[keep]
+        n_runs = int(configs["n_runs"].to_numpy()[keep].sum())
+        n_div = int(configs["n_diverged"].to_numpy()[keep].sum())
+        row = {"scope": scope.name, "n_configs": int(keep.sum()), "n_runs": n_runs,
+               "n_diverged": n_div, "rate": n_div / n_runs if n_runs else math.nan,
+               "r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
+        if len(x) >= 4 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            res = stats.pearsonr(x, y)
+            ci = res.confidence_interval(CONFIDENCE)
+            row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=float(ci.low),
+                       ci_high=float(ci.high))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # --- beyond the paper ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -334,6 +556,7 @@ class _Slice:
     """One scope x metric: the usable runs' x, y, architecture codes and size covariate."""
 
     scope: str
+    axes: dict
     metric: str
     x: np.ndarray
     y: np.ndarray
@@ -370,7 +593,8 @@ def _slices(runs: pd.DataFrame, metrics: list[str]):
         for metric in (m for m in MODEL_METRICS if m in metrics):
             y_all = runs[metric].to_numpy(dtype=float)
             keep = scope.mask & base & np.isfinite(y_all)
-            yield _Slice(scope.name, metric, x_all[keep], y_all[keep], codes[keep],
+            axes = {a: scope.axes.get(a) for a in SCOPE_AXES}
+            yield _Slice(scope.name, axes, metric, x_all[keep], y_all[keep], codes[keep],
                          size[keep])
 
 
@@ -394,7 +618,8 @@ def partial_correlations(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
         n = len(sl.x)
         ones = np.ones(n)
         for control in ("architecture", "architecture size"):
-            row = {"scope": sl.scope, "x": X, "y": sl.metric, "control": control, "n": n,
+            row = {"scope": sl.scope, **sl.axes, "x": X, "y": sl.metric, "control": control,
+                   "n": n,
                    "n_models": sl.n_models, "df": math.nan, "r": math.nan, "p": math.nan,
                    "applicable": False}
             if control == "architecture":
@@ -423,7 +648,8 @@ def rm_correlations(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     rows = []
     for sl in _slices(runs, metrics):
         n = len(sl.x)
-        row = {"scope": sl.scope, "x": X, "y": sl.metric, "n": n, "n_models": sl.n_models,
+        row = {"scope": sl.scope, **sl.axes, "x": X, "y": sl.metric, "n": n,
+               "n_models": sl.n_models,
                "df": math.nan, "r_rm": math.nan, "p": math.nan, "slope": math.nan,
                "slope_ci_low": math.nan, "slope_ci_high": math.nan, "applicable": False}
         if sl.varies_within_model() and n > sl.n_models + 1 and np.ptp(sl.y) > 0:
@@ -435,7 +661,7 @@ def rm_correlations(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 table = anova_lm(restricted, full)
             ss_x, ss_res = float(table["ss_diff"].iloc[1]), float(full.ssr)
             b = float(full.params[-1])
-            if ss_x + ss_res > 0 and math.isfinite(b):
+            if ss_x >= 0 and ss_x + ss_res > 0 and is_number(b):
                 low, high = full.conf_int(1 - CONFIDENCE)[-1]
                 row.update(df=float(full.df_resid),
                            r_rm=math.copysign(math.sqrt(ss_x / (ss_x + ss_res)), b),
@@ -463,7 +689,9 @@ def regression(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd
     on the runs of cells where x varies, and the equivalent cell-means form
     ``y ~ 0 + C(cell) + C(cell):x`` for the per-cell slopes. The F test (``anova_lm``
     against a common slope, ``y ~ 0 + C(cell) + x``) asks whether the slope is the same in
-    every cell. Returns (coefficients with 95% CIs, per-cell slopes).
+    every cell; ``f_power_medium`` is that F test's power against Cohen's medium f^2 = 0.15,
+    so "no detectable difference" can be read with the power it had. Returns
+    (coefficients with 95% CIs, per-cell slopes).
     """
     axes = [a for a in ("optimizer", "lr") if a in runs]
     frame = runs.loc[used_mask(runs), [X, *axes, *(m for m in MODEL_METRICS if m in metrics)]]
@@ -490,12 +718,14 @@ def regression(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd
             continue  # no residual degrees of freedom: nothing to estimate an error from
         y = sub[metric].to_numpy(dtype=float)
         slopes_fit = sm.OLS(y, cell_means).fit()
-        p_same = math.nan
+        p_same = df_num = df_denom = f_power = math.nan
         if len(cells) > 1:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 table = anova_lm(sm.OLS(y, common).fit(), slopes_fit)
             p_same = float(table["Pr(>F)"].iloc[1])
+            df_num, df_denom = float(table["df_diff"].iloc[1]), float(table["df_resid"].iloc[1])
+            f_power = f_test_power(df_num, df_denom)
         # A missing optimizer x lr combination leaves the factorial design singular;
         # then the cell-means form (same fit) is the one reported.
         full_rank = np.linalg.matrix_rank(interaction.to_numpy()) == interaction.shape[1]
@@ -510,7 +740,8 @@ def regression(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd
             coef_rows.append({
                 "y": metric, "model": model, "term": term, "coef": coef[i], "se": se[i],
                 "t": t[i], "p": p[i], "ci_low": ci[i, 0], "ci_high": ci[i, 1],
-                "n": int(fit.nobs), "r2": fit.rsquared, "p_same_slope": p_same})
+                "n": int(fit.nobs), "r2": fit.rsquared, "p_same_slope": p_same,
+                "f_df_num": df_num, "f_df_denom": df_denom, "f_power_medium": f_power})
         ci = slopes_fit.conf_int(1 - CONFIDENCE)
         for i, cell in enumerate(cells):
             first = sub[sub["cell"] == cell].iloc[0]

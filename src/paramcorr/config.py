@@ -102,6 +102,7 @@ class TrainConfig:
     lr: float = 1e-3
     strict: bool = False
     eval_weights: str = "last"
+    optimized_metric: str = "val_acc"
     save_weights: bool = False
     channels_last: bool | None = None
     compile: bool = False

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from paramcorr.errors import UserError
@@ -354,3 +354,20 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
                       persistent_workers=workers > 0 and shuffle)
+
+
+def count_classes(data_cfg: DictConfig) -> int:
+    """How many classes the data will have, before it is loaded (the head needs it first)."""
+    if data_cfg.classes is not None:
+        return len(data_cfg.classes)
+    if data_cfg.name == "digits":
+        return 10
+    value = OmegaConf.select(data_cfg, "root", default=None)
+    if not value:
+        raise UserError("data=imagefolder needs data.root=<dir with train/ (and val/, test/)>")
+    root = Path(str(value)).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data.root not found: {root}")
+    if not (root / "train").is_dir():
+        raise UserError(f"no train/ dir in data.root={root}; expected root/train/<class>/*")
+    return sum(1 for entry in os.scandir(root / "train") if entry.is_dir())

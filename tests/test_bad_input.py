@@ -20,7 +20,7 @@ import torch
 from helpers import TINY, assert_schema_valid, folder_config, make_tree, run_script
 from paramcorr.backbones import save_checkpoint
 from paramcorr.job import run_job
-from paramcorr.record import read_record
+from paramcorr.record import find_record
 
 # Hydra's own composition error text ends with this hint; it is not a Python traceback.
 HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
@@ -30,7 +30,7 @@ def failed(cfg, out: Path) -> str:
     """Run ``cfg`` and return the ``error`` of its ``failed`` record (also read back)."""
     record = run_job(cfg, out)
     assert record["status"] == "failed", record
-    on_disk = read_record(out / "result.json")
+    on_disk = find_record(out / "result.json")
     assert on_disk is not None and on_disk["error"] == record["error"]
     error = record["error"]
     assert isinstance(error, str) and error and "\n" not in error, error

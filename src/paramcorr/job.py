@@ -82,6 +82,8 @@ class _PartialRecord:
         error = error or self.non_finite
         metrics = {k: self.metrics.get(k) for k in METRIC_KEYS}
         metrics.update({k: v for k, v in self.metrics.items() if k not in metrics})
+        # As the file holds them (JSON has no NaN): the record returned is the record written.
+        metrics = {k: _number_or_none(v) for k, v in metrics.items()}
         timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **self.timing}
         extra = {"inputs": self.inputs, "data": self.data,
                  "cached_features": self.cached_features, "feature_cache": self.feature_cache,

@@ -5,6 +5,10 @@ Process-wide settings live here, where a reader of the entry point sees them:
   that resolves a sweep's paths has them: the launching one and each launcher worker, which
   imports this module to unpickle the task function);
 - garbage-collector freezing between the jobs of a sweep (:func:`_collect_between_jobs`).
+
+The job and pretraining modules are imported inside the tasks, deliberately: they load
+torch, Lightning and timm (seconds), and the scripts import this module before Hydra
+composes the config, so a typo on the command line is answered without loading them.
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ from paramcorr.atomic import OutputError
 from paramcorr.config import register_schemas
 from paramcorr.errors import UserError
 from paramcorr.inputs import sweep_segment
-from paramcorr.job import run_job
-from paramcorr.pretraining import pretrain_all
 from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ def train_task(cfg: DictConfig) -> float | None:
     Returns the record's ``optimized_metric`` (default ``val_acc``, never a test metric by
     default) for Hydra sweepers that optimize; None when the job has no record.
     """
+    from paramcorr.job import run_job  # lazy: see the module doc
+
     hydra_cfg = HydraConfig.get()
     single = hydra_cfg.mode != RunMode.MULTIRUN
     try:
@@ -122,6 +126,8 @@ def _fail(message: str | None) -> None:
 
 
 def pretrain_task(cfg: DictConfig) -> None:
+    from paramcorr.pretraining import pretrain_all  # lazy: see the module doc
+
     try:
         pretrain_all(cfg)
     except UserError as err:

@@ -457,3 +457,34 @@ def test_the_sweeper_gets_the_optimized_metric_not_test_accuracy(train_config):
     with open_dict(cfg):
         cfg.optimized_metric = "gen_f1"
     assert train_task(cfg) == record.metrics["gen_f1"]  # the finished job, skipped
+
+
+def test_output_trouble_in_a_sweep_is_logged_and_the_next_job_runs(train_config, tmp_path,
+                                                                   monkeypatch, caplog):
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    from paramcorr import job
+    from paramcorr.atomic import OutputError
+    from paramcorr.entry import train_task
+
+    cfg = train_config()
+    with read_write(HydraConfig.instance().cfg.hydra):  # this job is one of a multirun
+        HydraConfig.instance().cfg.hydra.mode = RunMode.MULTIRUN
+
+    def full(cfg, output_dir):
+        raise OutputError(output_dir, OSError(28, "No space left on device"))
+
+    caplog.set_level(logging.ERROR, logger="paramcorr")
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "run_job", full)
+        assert train_task(cfg) is None  # no SystemExit: the sweep goes on
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert line == (f"error: cannot write to output directory {cfg.paths.output_root}: No "
+                    "space left on device; free space or choose another with "
+                    "paths.output_root=<dir>")
+    assert train_task(cfg) == find_record(
+        Path(cfg.paths.output_root) / "result.json").metrics["val_acc"]

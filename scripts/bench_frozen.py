@@ -18,6 +18,7 @@ from pathlib import Path
 
 from paramcorr.entry import compose_config
 from paramcorr.job import run_job
+from paramcorr.record import RunRecord
 
 CELLS = [("adam", "1e-2"), ("adam", "1e-3"), ("adam", "1e-4"),
          ("sgd", "1e-2"), ("sgd", "1e-3"), ("sgd", "1e-4")]
@@ -29,8 +30,9 @@ def timed_job(root: Path, name: str, overrides: list[str]) -> float:
     started = time.perf_counter()
     record = run_job(cfg, out)
     seconds = time.perf_counter() - started
-    if record["status"] != "completed":
-        raise SystemExit(f"benchmark job failed: {record['error']}")
+    if not isinstance(record, RunRecord) or record.status != "completed":
+        why = record.error if isinstance(record, RunRecord) else record.reason
+        raise SystemExit(f"benchmark job did not complete: {why}")
     return seconds
 
 

@@ -24,14 +24,16 @@ from paramcorr.backbones import create_backbone, data_config
 from paramcorr.data import build_data, make_loader
 from paramcorr.entry import compose_config
 from paramcorr.job import run_job
+from paramcorr.record import RunRecord
 
 
 def pipeline(root: Path, name: str, overrides: list[str]) -> float:
     cfg = compose_config("train", overrides, root / name)
     record = run_job(cfg, root / name)
-    if record["status"] != "completed":
-        raise SystemExit(f"benchmark job failed: {record['error']}")
-    return record["timing"]["train_samples_per_s"]
+    if not isinstance(record, RunRecord) or record.status != "completed":
+        why = record.error if isinstance(record, RunRecord) else record.reason
+        raise SystemExit(f"benchmark job did not complete: {why}")
+    return record.timing["train_samples_per_s"]
 
 
 def plain_loop(root: Path, overrides: list[str], epochs: int) -> float:

@@ -21,7 +21,7 @@ from helpers import TINY, assert_schema_valid, folder_config, make_tree, run_scr
 from paramcorr.backbones import save_checkpoint
 from paramcorr.errors import UserError
 from paramcorr.job import run_job
-from paramcorr.record import read_record
+from paramcorr.record import find_record
 
 # Hydra's own composition error text ends with this hint; it is not a Python traceback.
 HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
@@ -31,7 +31,7 @@ def failed(cfg, out: Path) -> str:
     """Run ``cfg`` and return the ``error`` of its ``failed`` record (also read back)."""
     record = run_job(cfg, out)
     assert record["status"] == "failed", record
-    on_disk = read_record(out / "result.json")
+    on_disk = find_record(out / "result.json")
     assert on_disk is not None and on_disk["error"] == record["error"]
     error = record["error"]
     assert isinstance(error, str) and error and "\n" not in error, error
@@ -407,7 +407,7 @@ def test_bad_values_are_refused_before_a_model_is_built(train_config, tmp_path, 
     error = failed(train_config(*overrides), tmp_path / "job")
     assert expected in error, error
     # Refused by validation, before any model or data was built.
-    assert read_record(tmp_path / "job" / "result.json")["params"] is None
+    assert find_record(tmp_path / "job" / "result.json").params is None
 
 
 def test_batch_size_one_is_fine_when_batch_norm_is_frozen(train_config, tmp_path):

@@ -12,7 +12,7 @@ from helpers import CONF, assert_schema_valid, run_script
 from paramcorr.depth import number_of_groups
 from paramcorr.freezing import number_of_groups as groups_of_model
 from paramcorr.job import run_job
-from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME
+from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, NotRun
 
 
 def _sweep_params(preset: str) -> dict:
@@ -39,7 +39,8 @@ def test_out_of_range_stage_is_not_applicable_only_when_asked(train_config, tmp_
     skip = train_config("freeze=partial", "freeze.stages=6", "freeze.out_of_range=skip")
     out = tmp_path / "skip"
     result = run_job(skip, out)
-    assert result["status"] == "not_applicable"
+    assert isinstance(result, NotRun) and result.kind == "not_applicable"
+    assert result.record is None and "valid: 0..5" in result.reason
     assert not (out / RECORD_NAME).exists()
     marker = json.loads((out / NOT_APPLICABLE_NAME).read_text())
     assert marker["num_groups"] == 6 and marker["frozen_stages"] == 6

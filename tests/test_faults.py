@@ -4,6 +4,7 @@ and files that would run code. Each test shows that nothing is lost."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,13 +16,14 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from omegaconf import open_dict
 from safetensors.torch import load_file
 
 from helpers import ROOT, assert_schema_valid, run_script
 from paramcorr import record as record_module
 from paramcorr.backbones import save_checkpoint
 from paramcorr.job import run_job
-from paramcorr.record import read_record, write_record
+from paramcorr.record import NotRun, RunRecord, find_record, write_record
 
 DIVERGE = ("freeze=none", "optimizer=sgd", "optimizer.lr=1e6")
 
@@ -43,7 +45,8 @@ def test_non_finite_loss_gives_a_diverged_record_that_is_kept(train_config, tmp_
     assert 0.0 <= record["metrics"]["test_acc"] <= 1.0  # metrics so far are kept
     assert json.loads((out / "result.json").read_text())["status"] == "diverged"
     # A diverged run is an outcome, not an error: re-running the sweep does not repeat it.
-    assert run_job(cfg, out).get("skipped") is True
+    again = run_job(cfg, out)
+    assert isinstance(again, NotRun) and again.kind == "finished"
 
 
 @pytest.mark.slow
@@ -151,7 +154,7 @@ def test_out_of_memory_fails_with_a_batch_size_hint_and_the_next_job_runs(
     assert record["error"] == ("out of memory at data.batch_size=32; lower data.batch_size "
                                "(or data.image_size)")
     assert record["params"]["trainable"] > 0  # what was established before is kept
-    assert read_record(tmp_path / "a" / "result.json")["status"] == "failed"
+    assert find_record(tmp_path / "a" / "result.json").status == "failed"
     # The next job of the sweep, same process: it runs normally.
     after = run_job(train_config("freeze=none"), tmp_path / "b")
     assert after["status"] == "completed", after["error"]
@@ -199,8 +202,12 @@ def test_many_jobs_in_one_process_do_not_grow_memory(tmp_path):
 # --- crash while writing a record ------------------------------------------------------------
 
 
-OLD = {"schema": 1, "status": "completed", "config_hash": "old"}
-NEW = {"schema": 1, "status": "completed", "config_hash": "new", "metrics": {"x": 1.0}}
+OLD = RunRecord(status="completed", run={"model": "m"}, params={"total": 2, "trainable": 1,
+                                                                "frozen": 1},
+                metrics={}, timing={}, config_hash="old")
+NEW = RunRecord(status="completed", run={"model": "m"}, params={"total": 2, "trainable": 1,
+                                                                "frozen": 1},
+                metrics={"x": 1.0}, timing={}, config_hash="new")
 
 
 def _crash_in_dump(obj, handle, **kwargs):
@@ -226,12 +233,12 @@ def test_crash_while_writing_leaves_old_record_or_none(tmp_path, monkeypatch, cr
     with pytest.raises(OSError):
         write_record(path, NEW)
     monkeypatch.undo()
-    assert read_record(path) == (OLD if had_old else None)
+    assert find_record(path) == (OLD if had_old else None)
     if not had_old:
         assert not path.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == (["result.json"] if had_old else [])
     write_record(path, NEW)  # and the next write works
-    assert read_record(path) == NEW
+    assert find_record(path) == NEW
 
 
 # --- files that could run code ----------------------------------------------------------------
@@ -297,8 +304,14 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
     assert not marker.exists()
     rewritten = load_file(str(entry))  # the entry is whole again
     assert {"train.features", "val.features", "test.features"} <= set(rewritten)
+    # The recomputed features train and evaluate as the images themselves do: the same job
+    # without the cache gives the same metrics.
+    plain = run_job(train_config(*common, "lr=1e-4", "freeze.cache_features=false"),
+                    tmp_path / "plain")
+    assert plain["cached_features"] is False
     for key in METRICS_SAME_FEATURES:
         assert again["metrics"][key] is not None
+        assert math.isclose(again["metrics"][key], plain["metrics"][key], abs_tol=1e-4), key
     assert not list((cache / "features").glob("*.tmp")) and not list(
         (cache / "features").glob(".*.tmp"))
 
@@ -316,4 +329,162 @@ def test_best_epoch_checkpoint_reads_back_without_unpickling_code(train_config, 
 def test_records_are_json_only(tmp_path):
     path = tmp_path / "result.json"
     path.write_text("{'schema': 1}")  # a Python literal, not JSON: never eval'd
-    assert read_record(path) is None
+    assert find_record(path) is None
+
+
+# --- the record says what happened ------------------------------------------------------------
+
+
+def test_an_early_stop_records_the_epochs_and_steps_actually_trained(train_config, tmp_path):
+    # smoke: 2 training batches per epoch; 3 steps end in the middle of the second epoch.
+    record = run_job(train_config("freeze=none", "trainer.max_epochs=5",
+                                  "trainer.max_steps=3"), tmp_path / "steps")
+    assert record.status == "completed", record.error
+    assert (record.run["epochs"], record.run["steps"]) == (1, 3)
+    assert record.run["epochs_configured"] == 5
+    full = run_job(train_config("freeze=none", "trainer.max_epochs=2"), tmp_path / "full")
+    assert (full.run["epochs"], full.run["steps"], full.run["epochs_configured"]) == (2, 4, 2)
+
+
+def test_best_weights_without_validation_are_refused_before_training(train_config, tmp_path):
+    record = run_job(train_config("eval_weights=best", "trainer.limit_val_batches=0"),
+                     tmp_path / "job")
+    assert record.status == "failed"
+    assert record.error == ("eval_weights=best needs validation, but "
+                            "trainer.limit_val_batches=0 runs none; set eval_weights=last or "
+                            "allow validation batches")
+    assert record.params is None and record.run["epochs"] is None  # nothing trained
+    best = run_job(train_config("eval_weights=best", "freeze=none"), tmp_path / "best")
+    assert best.status == "completed" and best["evaluated_epoch"] == "best"
+
+
+def test_a_non_finite_generalization_metric_is_never_completed(train_config, tmp_path,
+                                                               monkeypatch):
+    from paramcorr import data
+
+    real_shift = data._digits_shift
+
+    def nan_shift(*args, **kwargs):  # what data.shift_noise_std=nan does to the gen split
+        return real_shift(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(data, "_digits_shift", nan_shift)
+    record = run_job(train_config("freeze=none"), tmp_path / "job")
+    assert record.status == "failed"
+    assert record.error.startswith("non-finite gen_loss while the training split evaluates "
+                                   "finite: the gen inputs or outputs are not numbers")
+    assert record.metrics["gen_loss"] is None  # stored as null
+    assert record.metrics["test_acc"] is not None  # what was measured is kept
+    # The failed record is not a finished one: with the data fixed, the job runs again.
+    monkeypatch.undo()
+    again = run_job(train_config("freeze=none"), tmp_path / "job")
+    assert isinstance(again, RunRecord) and again.status == "completed", again.error
+
+
+# --- output trouble is one line ------------------------------------------------------------
+
+
+def test_an_unwritable_output_dir_is_one_line_naming_it(train_config, tmp_path):
+    from paramcorr.atomic import OutputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = blocker / "job"
+    with pytest.raises(OutputError) as err:
+        run_job(train_config(), out)
+    message = str(err.value)
+    assert message.startswith(f"cannot write to output directory {out}: ")
+    assert "\n" not in message and "paths.output_root" in message
+
+
+def test_a_full_disk_at_the_record_is_one_line_and_the_next_job_runs(train_config, tmp_path,
+                                                                     monkeypatch):
+    from paramcorr.atomic import OutputError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(record_module.json, "dump", _crash_in_dump)  # ENOSPC mid-write
+        with pytest.raises(OutputError) as err:
+            run_job(train_config(), tmp_path / "full")
+    assert str(err.value).startswith(
+        f"cannot write to output directory {tmp_path / 'full'}: No space left on device")
+    assert not (tmp_path / "full" / "result.json").exists()  # no half record
+    assert not list((tmp_path / "full").glob(".*.tmp"))
+    assert run_job(train_config(), tmp_path / "next").status == "completed"
+
+
+def test_an_unwritable_error_log_keeps_the_first_error(train_config, tmp_path, monkeypatch):
+    from paramcorr import job
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the first error")
+
+    real_write_text = Path.write_text
+
+    def no_log(self, *args, **kwargs):
+        if self.name == "error.log":
+            raise OSError(30, "Read-only file system")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(job, "_fit_and_evaluate", crash)
+    monkeypatch.setattr(Path, "write_text", no_log)
+    record = run_job(train_config(), tmp_path / "job")
+    assert record.status == "failed"
+    assert record.error == (f"RuntimeError: the first error (no traceback: could not write "
+                            f"{tmp_path / 'job' / 'error.log'}: Read-only file system)")
+
+
+@pytest.mark.slow
+def test_cli_unwritable_output_root_is_one_line_without_traceback(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    for args in (["experiment=smoke", "model=test_resnet"], ["-m", "experiment=smoke"]):
+        done = run_script("train.py", *args, f"paths.output_root={blocker}/out", cwd=tmp_path,
+                          timeout=300)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stdout + done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"error: cannot write to output directory {blocker}/out/"), done.stderr
+
+
+def test_the_sweeper_gets_the_optimized_metric_not_test_accuracy(train_config):
+    from paramcorr.entry import train_task
+
+    cfg = train_config()
+    assert cfg.optimized_metric == "val_acc"
+    value = train_task(cfg)
+    record = find_record(Path(cfg.paths.output_root) / "result.json")
+    assert value == record.metrics["val_acc"]
+    with open_dict(cfg):
+        cfg.optimized_metric = "gen_f1"
+    assert train_task(cfg) == record.metrics["gen_f1"]  # the finished job, skipped
+
+
+def test_output_trouble_in_a_sweep_is_logged_and_the_next_job_runs(train_config, tmp_path,
+                                                                   monkeypatch, caplog):
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    from paramcorr import job
+    from paramcorr.atomic import OutputError
+    from paramcorr.entry import train_task
+
+    cfg = train_config()
+    with read_write(HydraConfig.instance().cfg.hydra):  # this job is one of a multirun
+        HydraConfig.instance().cfg.hydra.mode = RunMode.MULTIRUN
+
+    def full(cfg, output_dir):
+        raise OutputError(output_dir, OSError(28, "No space left on device"))
+
+    caplog.set_level(logging.ERROR, logger="paramcorr")
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "run_job", full)
+        assert train_task(cfg) is None  # no SystemExit: the sweep goes on
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert line == (f"error: cannot write to output directory {cfg.paths.output_root}: No "
+                    "space left on device; free space or choose another with "
+                    "paths.output_root=<dir>")
+    assert train_task(cfg) == find_record(
+        Path(cfg.paths.output_root) / "result.json").metrics["val_acc"]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from helpers import assert_schema_valid
 from paramcorr.backbones import create_backbone, save_checkpoint
 from paramcorr.job import run_job
-from paramcorr.record import METRIC_KEYS, read_record
+from paramcorr.record import METRIC_KEYS, NotRun, RunRecord, find_record
 
 
 @pytest.fixture
@@ -120,12 +120,13 @@ def test_finished_job_is_skipped_and_changed_config_reruns(train_config, tmp_pat
     cfg = train_config()
     out = tmp_path / "run"
     first = run_job(cfg, out)
-    assert first["status"] == "completed"
+    assert first.status == "completed"
     second = run_job(cfg, out)
-    assert second.get("skipped") is True
-    assert read_record(out / "result.json")["config_hash"] == first["config_hash"]
+    assert isinstance(second, NotRun) and second.kind == "finished"
+    assert second.record == first
+    assert find_record(out / "result.json").config_hash == first.config_hash
     with open_dict(cfg):
         cfg.trainer.max_epochs = 2
     third = run_job(cfg, out)
-    assert "skipped" not in third and third["config_hash"] != first["config_hash"]
+    assert isinstance(third, RunRecord) and third.config_hash != first.config_hash
     assert list(out.glob("result.completed-*.json.old"))  # the earlier record is kept

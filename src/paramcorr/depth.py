@@ -19,23 +19,20 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
+import timm
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, read_record, set_aside
+from paramcorr import freezing
+from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, NotRun, find_record, set_aside
 
-log = logging.getLogger("paramcorr")
+log = logging.getLogger(__name__)
 
 
 @functools.cache
 def number_of_groups(model_name: str) -> int:
     """How many timm coarse parameter groups ``model_name`` has (weights play no part)."""
-    import timm
-    import torch
-
-    from paramcorr import freezing
-
     # The meta device allocates no memory and runs no init: vgg16 costs no 500 MB here.
     with torch.device("meta"):
         model = timm.create_model(model_name, pretrained=False)
@@ -63,8 +60,11 @@ def out_of_range_reason(cfg: DictConfig) -> str | None:
             f"freeze.stages={stages} is beyond it (valid: 0..{groups - 1})")
 
 
-def skip_if_out_of_range(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
-    """Mark a not-applicable job (see module doc) and return its summary; None: run it."""
+def skip_if_out_of_range(cfg: DictConfig, output_dir: Path) -> NotRun | None:
+    """Mark a not-applicable job (see module doc) and say why; None: run it.
+
+    Called by the job under its lock; writes no record, only the marker.
+    """
     reason = out_of_range_reason(cfg)
     if reason is None:
         return None
@@ -73,11 +73,11 @@ def skip_if_out_of_range(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | 
     record_path = output_dir / RECORD_NAME
     if record_path.exists():
         # e.g. a failed record from a launch without out_of_range=skip: not a run of the study.
-        moved = set_aside(record_path, read_record(record_path) or {"status": "unreadable"})
+        moved = set_aside(record_path, find_record(record_path))
         log.info("earlier record kept as %s", moved.name)
     marker = {"status": "not_applicable", "reason": reason, "model": cfg.model.name,
               "frozen_stages": cfg.freeze.stages,
               "num_groups": number_of_groups(str(cfg.model.name)), "seed": cfg.seed}
     (output_dir / NOT_APPLICABLE_NAME).write_text(json.dumps(marker, indent=2) + "\n")
     log.info("not applicable (no result.json): %s", reason)
-    return {**marker, "error": None, "metrics": {}}
+    return NotRun("not_applicable", reason)

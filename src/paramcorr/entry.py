@@ -1,16 +1,55 @@
-"""What the Hydra entry points do with a composed config (the scripts only wire this up)."""
+"""What the Hydra entry points do with a composed config (the scripts only wire this up).
+
+Process-wide settings live here, where a reader of the entry point sees them:
+- the OmegaConf resolvers the config tree uses (registered on import, so that every process
+  that resolves a sweep's paths has them: the launching one and each launcher worker, which
+  imports this module to unpickle the task function);
+- garbage-collector freezing between the jobs of a sweep (:func:`_collect_between_jobs`).
+
+The job and pretraining modules are imported inside the tasks, deliberately: they load
+torch, Lightning and timm (seconds), and the scripts import this module before Hydra
+composes the config, so a typo on the command line is answered without loading them.
+"""
 
 from __future__ import annotations
 
+import gc
+import logging
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from paramcorr.atomic import OutputError
+from paramcorr.config import register_schemas
+from paramcorr.errors import UserError
+from paramcorr.inputs import sweep_segment
+from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun
+
+log = logging.getLogger(__name__)
 
 # The config tree of a source checkout (the scripts point Hydra at the same folder).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def register_resolvers() -> None:
+    """The resolvers conf/hydra/default.yaml uses (idempotent)."""
+    resolvers = {
+        # The one list of result-neutral keys (paramcorr.record), for the job dir name.
+        "paramcorr.result_neutral_keys": lambda: list(RESULT_NEUTRAL_KEYS),
+        # The sweep dir's data segment: sweeps on different data never share a directory.
+        "paramcorr.data_segment": sweep_segment,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+register_resolvers()
 
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path,
@@ -20,11 +59,6 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path,
     For tests, benchmarks and notebooks: ``run_job(compose_config("train", [...], d), d)``.
     Outputs (and ``${hydra:runtime.output_dir}``) go to ``output_dir``.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from paramcorr.config import register_schemas
-
     register_schemas()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
@@ -39,29 +73,64 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path,
     return cfg
 
 
+_long_lived_frozen = False
+
+
+def _collect_between_jobs() -> None:
+    """After the first job, freeze what survived it out of later garbage collections.
+
+    A full collection scans every object of torch, timm and Lightning and costs a few tenths
+    of a second, as much as a whole cached job. What survived the first job's collection is
+    long-lived (modules, caches), so ``gc.freeze()`` (process-wide, set once) moves it out of
+    later collections, which then scan only what later jobs create.
+    """
+    global _long_lived_frozen
+    if not _long_lived_frozen:
+        gc.collect()
+        gc.freeze()
+        _long_lived_frozen = True
+
+
 def train_task(cfg: DictConfig) -> float | None:
     """One job: run it into the Hydra output dir. A failed single run exits non-zero.
 
-    Returns the test accuracy, so Hydra sweepers that optimize can use it.
+    Returns the record's ``optimized_metric`` (default ``val_acc``, never a test metric by
+    default) for Hydra sweepers that optimize; None when the job has no record.
     """
-    from paramcorr.job import run_job
+    from paramcorr.job import run_job  # lazy: see the module doc
 
     hydra_cfg = HydraConfig.get()
-    record = run_job(cfg, Path(hydra_cfg.runtime.output_dir))
-    if record["status"] == "failed" and hydra_cfg.mode != RunMode.MULTIRUN:
-        print(f"error: {record['error']}", file=sys.stderr)
-        sys.exit(1)
-    return (record.get("metrics") or {}).get("test_acc")
+    single = hydra_cfg.mode != RunMode.MULTIRUN
+    try:
+        result = run_job(cfg, Path(hydra_cfg.runtime.output_dir))
+    except OutputError as err:
+        if cfg.get("strict", False):
+            raise
+        if single:
+            _fail(str(err))
+        log.error("error: %s", err)  # the sweep goes on with the next job
+        return None
+    finally:
+        _collect_between_jobs()
+    record = result.record if isinstance(result, NotRun) else result
+    if record is None:
+        return None
+    if record.status == "failed" and single:
+        _fail(record.error)
+    return record.metrics.get(cfg.optimized_metric)
+
+
+def _fail(message: str | None) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 def pretrain_task(cfg: DictConfig) -> None:
-    from paramcorr.errors import UserError
-    from paramcorr.pretraining import pretrain_all
+    from paramcorr.pretraining import pretrain_all  # lazy: see the module doc
 
     try:
         pretrain_all(cfg)
     except UserError as err:
         if cfg.get("strict", False):
             raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(err))

@@ -10,7 +10,6 @@ entry and a reader never sees half a file; an entry that fails to load is recomp
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from paramcorr.atomic import atomic_path
 from paramcorr.data import SPLITS, DataSplits, make_loader
+from paramcorr.inputs import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,6 @@ def weights_identity(weights: str, seed: int, pretrained_tag: str | None) -> str
     if weights == "imagenet":
         return f"imagenet:{pretrained_tag}"
     return "file:" + file_digest(Path(weights))
-
-
-def file_digest(path: Path) -> str:
-    """Content hash of a weights file, computed once per version of the file per process."""
-    stat = path.stat()
-    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(model_name: str, weights_id: str, data_fingerprint: dict[str, Any],

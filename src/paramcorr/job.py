@@ -2,7 +2,9 @@
 
 :func:`run_job` never raises for a problem of the run itself (unless ``strict=true``): it
 writes a ``failed`` record with a one-line reason, so a sweep goes on. A directory that
-already holds a finished record of the same config is skipped.
+already holds a finished record of the same config and inputs is skipped; one that another
+process is running (its job lock is held) is skipped too. Output trouble (a read-only or full
+output directory) raises :class:`paramcorr.atomic.OutputError`, one line naming the directory.
 """
 
 from __future__ import annotations
@@ -10,49 +12,86 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
 import resource
 import time
 import traceback
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, TensorDataset
 
-from paramcorr import backbones, depth, feature_cache, freezing, loggers
+from paramcorr import backbones, depth, feature_cache, freezing, loggers, training
+from paramcorr.atomic import JobBusy, job_lock, remove_stale_temps, writing_to
+from paramcorr.classifier import ClassifierModule
 from paramcorr.config import validate
-from paramcorr.data import DataSplits, build_data, make_loader
+from paramcorr.data import DataSplits, build_data, count_classes, make_loader
 from paramcorr.errors import UserError
+from paramcorr.evaluation import evaluate
+from paramcorr.inputs import input_identity
 from paramcorr.record import (
     METRIC_KEYS,
     RECORD_NAME,
-    build_record,
+    NotRun,
+    RunRecord,
     config_hash,
+    find_record,
     is_finished,
-    read_record,
-    remove_stale_temps,
     set_aside,
     write_record,
 )
 
-log = logging.getLogger("paramcorr")
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Progress:
-    """What a run has established so far: kept in the record even if a later step fails."""
+class _PartialRecord:
+    """What a run has established so far: kept in the record even if a later step fails.
 
+    Each field is filled by the step that knows it; :meth:`to_record` is the one place that
+    turns them into the record's JSON shape.
+    """
+
+    run: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] | None = None
     params: dict[str, int] | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
-    run: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Split sizes and what loading the data noticed (skipped images, carved splits).
+    data: dict[str, Any] | None = None
+    cached_features: bool | None = None
+    feature_cache: dict[str, Any] | None = None
+    # Which weights were evaluated ("best" or "last"), and why not the configured ones.
+    evaluated_epoch: str | None = None
+    evaluated_reason: str | None = None
+    # The training loss became non-finite (the run diverged).
     diverged: bool = False
+    # A non-finite evaluation metric that is not divergence: the run cannot be completed.
+    non_finite: str | None = None
+
+    def status(self, error: str | None) -> str:
+        if error or self.non_finite:
+            return "failed"
+        return "diverged" if self.diverged else "completed"
+
+    def to_record(self, error: str | None, chash: str) -> RunRecord:
+        error = error or self.non_finite
+        metrics = {k: self.metrics.get(k) for k in METRIC_KEYS}
+        metrics.update({k: v for k, v in self.metrics.items() if k not in metrics})
+        # As the file holds them (JSON has no NaN): the record returned is the record written.
+        metrics = {k: _number_or_none(v) for k, v in metrics.items()}
+        timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **self.timing}
+        extra = {"inputs": self.inputs, "data": self.data,
+                 "cached_features": self.cached_features, "feature_cache": self.feature_cache,
+                 "evaluated_epoch": self.evaluated_epoch,
+                 "evaluated_reason": self.evaluated_reason}
+        return RunRecord(status=self.status(error), run=self.run, params=self.params,
+                         metrics=metrics, timing=timing, config_hash=chash, error=error,
+                         extra={k: v for k, v in extra.items() if v is not None})
 
 
 def optimizer_name(cfg: DictConfig) -> str:
@@ -61,7 +100,11 @@ def optimizer_name(cfg: DictConfig) -> str:
 
 
 def run_axes(cfg: DictConfig) -> dict[str, Any]:
-    """The record's ``run`` block, from the config alone (so a failed run has it too)."""
+    """The record's ``run`` block, from the config alone (so a failed run has it too).
+
+    ``epochs`` and ``steps`` are what training did, filled in after it (None if it never
+    ended); ``epochs_configured`` is what the config asked for.
+    """
     freeze = cfg.freeze.strategy
     classes = cfg.data.classes
     return {
@@ -75,7 +118,9 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "dataset": cfg.data.name,
         "num_classes": len(classes) if classes is not None else None,
-        "epochs": cfg.trainer.get("max_epochs"),
+        "epochs": None,
+        "epochs_configured": cfg.trainer.get("max_epochs"),
+        "steps": None,
         "batch_size": cfg.data.batch_size,
         "image_size": cfg.data.image_size,
         "eval_weights": cfg.eval_weights,
@@ -89,42 +134,24 @@ def _number_or_none(value: Any) -> float | None:
     return None
 
 
-def count_classes(data_cfg: DictConfig) -> int:
-    """How many classes the data will have, before it is loaded (the head needs it first)."""
-    if data_cfg.classes is not None:
-        return len(data_cfg.classes)
-    if data_cfg.name == "digits":
-        return 10
-    value = OmegaConf.select(data_cfg, "root", default=None)
-    if not value:
-        raise UserError("data=imagefolder needs data.root=<dir with train/ (and val/, test/)>")
-    root = Path(str(value)).expanduser()
-    if not root.is_dir():
-        raise UserError(f"data.root not found: {root}")
-    if not (root / "train").is_dir():
-        raise UserError(f"no train/ dir in data.root={root}; expected root/train/<class>/*")
-    return sum(1 for entry in os.scandir(root / "train") if entry.is_dir())
-
-
-@contextmanager
-def quiet_lightning():
-    """Lightning's banners and timm's load notes would drown a sweep's one line per job."""
-    names = ("lightning.pytorch", "lightning.fabric", "lightning", "timm")
-    levels = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        # freeze=base holds the frozen backbone in eval mode on purpose.
-        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-        try:
-            yield
-        finally:
-            for n, level in levels.items():
-                logging.getLogger(n).setLevel(level)
+def _check_before_training(cfg: DictConfig) -> None:
+    """What only the job knows to refuse: choices whose combination cannot do what they say."""
+    if cfg.optimized_metric not in METRIC_KEYS:
+        raise UserError(f"optimized_metric={cfg.optimized_metric!r} is not a metric of the "
+                        f"record; use one of {', '.join(METRIC_KEYS)}")
+    if str(cfg.eval_weights).lower() == "best":
+        trainer = cfg.trainer
+        epochs = trainer.get("max_epochs")
+        every = trainer.get("check_val_every_n_epoch") or 1
+        if trainer.get("limit_val_batches") in (0, 0.0):
+            raise UserError("eval_weights=best needs validation, but "
+                            "trainer.limit_val_batches=0 runs none; set eval_weights=last or "
+                            "allow validation batches")
+        if epochs is not None and 0 < epochs < every:
+            raise UserError(f"eval_weights=best needs validation, but "
+                            f"trainer.check_val_every_n_epoch={every} is more than "
+                            f"trainer.max_epochs={epochs}; set eval_weights=last or validate "
+                            "more often")
 
 
 def _autocast_dtype(precision: Any) -> torch.dtype | None:
@@ -153,64 +180,49 @@ class _Inputs:
     evaluate: dict[str, Dataset]
 
 
-def _build(cfg: DictConfig, progress: _Progress) -> tuple[torch.nn.Module, DataSplits]:
+def _build(cfg: DictConfig, partial: _PartialRecord) -> tuple[torch.nn.Module, DataSplits]:
     """Backbone (weights, head for the classes), data for its input size, freeze, counts."""
-    import lightning as L
-
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     num_classes = count_classes(cfg.data)
-    progress.run["num_classes"] = num_classes
+    partial.run["num_classes"] = num_classes
     model = backbones.create_backbone(cfg.model.name, cfg.model.weights, num_classes,
-                                      drop_rate=cfg.model.drop_rate)
+                                      drop_rate=cfg.model.drop_rate,
+                                      weights_key=cfg.model.weights_key)
     dcfg = backbones.data_config(model, cfg.data.image_size)
     size = dcfg["input_size"][-1]
-    progress.run["image_size"] = size
+    partial.run["image_size"] = size
     backbones.check_input_size(model, cfg.model.name, size)
     splits = build_data(cfg.data, dcfg)
-    progress.run["num_classes"] = splits.num_classes
-    progress.extra["data"] = {"train": len(splits.train), "val": len(splits.val),
-                              "test": len(splits.test),
-                              "gen": len(splits.gen) if splits.gen is not None else 0,
-                              "bad_images_skipped": splits.bad_images_skipped,
-                              "notes": splits.notes}
+    partial.run["num_classes"] = splits.num_classes
+    partial.data = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+                    "gen": len(splits.gen) if splits.gen is not None else 0,
+                    "bad_images_skipped": splits.bad_images_skipped, "notes": splits.notes}
     freezing.apply_freeze(model, cfg.freeze.strategy, cfg.freeze.stages, cfg.model.name)
-    progress.run["num_groups"] = freezing.number_of_groups(model)
-    progress.params = freezing.count_parameters(model).as_dict()
+    partial.run["num_groups"] = freezing.number_of_groups(model)
+    partial.params = freezing.count_parameters(model).as_dict()
     return model, splits
 
 
 def _make_trainer(cfg: DictConfig, output_dir: Path) -> tuple[Any, Any, Any]:
     """The Lightning Trainer, its logger, and the best-epoch checkpoint (eval_weights=best)."""
-    import lightning as L
-    from hydra.utils import instantiate
-
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    callbacks: list[Any] = []
-    checkpoint = None
-    if cfg.eval_weights == "best":
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
-        checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best",
-                                     monitor="val_acc", mode="max", save_top_k=1,
-                                     save_weights_only=True)
-        callbacks.append(checkpoint)
-        trainer_kwargs["enable_checkpointing"] = True
     logger = instantiate(cfg.logger) if cfg.logger else False
-    trainer = L.Trainer(**trainer_kwargs, logger=logger, callbacks=callbacks,
-                        default_root_dir=str(output_dir))
+    trainer, checkpoint = training.make_trainer(
+        OmegaConf.to_container(cfg.trainer, resolve=True), output_dir, logger=logger,
+        keep_best=str(cfg.eval_weights).lower() == "best")
     return trainer, logger, checkpoint
 
 
-def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progress: _Progress,
-            device: torch.device, autocast: torch.dtype | None, channels_last: bool) -> _Inputs:
+def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
+            partial: _PartialRecord, device: torch.device, autocast: torch.dtype | None,
+            channels_last: bool) -> _Inputs:
     """Images through the model, or (freeze=base, cache on) features through the head."""
     use_cache = _wants_cache(cfg, splits, model)
-    progress.extra["cached_features"] = use_cache
+    partial.cached_features = use_cache
     if not use_cache:
-        evaluate = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
+        evaluate_sets = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
         if splits.gen is not None:
-            evaluate["gen"] = splits.gen
-        return _Inputs(model, cfg.freeze.strategy, splits.train, evaluate)
+            evaluate_sets["gen"] = splits.gen
+        return _Inputs(model, cfg.freeze.strategy, splits.train, evaluate_sets)
     started = time.perf_counter()
     model.to(device)
     key = feature_cache.cache_key(
@@ -221,8 +233,8 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progres
     features, hit = feature_cache.load_or_compute(
         model, splits, key, Path(cfg.paths.cache_dir) / "features", cfg.data.eval_batch_size,
         device, autocast, channels_last)
-    progress.timing["features_s"] = time.perf_counter() - started
-    progress.extra["feature_cache"] = {"key": key, "hit": hit}
+    partial.timing["features_s"] = time.perf_counter() - started
+    partial.feature_cache = {"key": key, "hit": hit}
     datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
     # The head has no train/eval behaviour of its own: nothing to hold frozen.
     return _Inputs(model.get_classifier(), "none", datasets["train"], datasets)
@@ -231,8 +243,6 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progres
 def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_classes: int,
               device: torch.device, autocast: torch.dtype | None) -> dict[str, float]:
     """Eval-mode metrics on every split, and the train-test gaps."""
-    from paramcorr.evaluation import evaluate
-
     module.to(device).eval()
     metrics: dict[str, float] = {}
     for split, dataset in inputs.evaluate.items():
@@ -249,12 +259,28 @@ def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_cla
     return metrics
 
 
-def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) -> None:
-    from hydra.utils import instantiate
+def _judge_metrics(metrics: dict[str, float], partial: _PartialRecord) -> None:
+    """No non-finite metric ends ``completed``.
 
-    from paramcorr.classifier import ClassifierModule
+    Non-finite on the training split (the eval-mode pass over it): the model collapsed on
+    its own training data, i.e. diverged. Non-finite elsewhere while the training split
+    evaluates finite: that split's inputs (or the model's outputs on them) are not numbers,
+    which is no outcome of the hyperparameters: ``failed``, naming the metrics.
+    """
+    bad = [k for k, v in metrics.items() if not (isinstance(v, float) and math.isfinite(v))]
+    if not bad:
+        return
+    if any(k.startswith("train_") for k in bad):
+        partial.diverged = True
+        return
+    splits = sorted({k.split("_")[0] for k in bad} - {"gap"})
+    partial.non_finite = (f"non-finite {', '.join(bad)} while the training split evaluates "
+                          f"finite: the {'/'.join(splits)} inputs or outputs are not numbers "
+                          "(check the data, e.g. data.shift_noise_std)")
 
-    model, splits = _build(cfg, progress)
+
+def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord) -> None:
+    model, splits = _build(cfg, partial)
     trainer, logger, checkpoint = _make_trainer(cfg, output_dir)
     device = trainer.strategy.root_device
     autocast = _autocast_dtype(cfg.trainer.get("precision"))
@@ -263,42 +289,38 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
         torch.cuda.reset_peak_memory_stats(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    inputs = _inputs(cfg, model, splits, progress, device, autocast, channels_last)
+    inputs = _inputs(cfg, model, splits, partial, device, autocast, channels_last)
 
     net = torch.compile(inputs.net) if cfg.compile else inputs.net
     module = ClassifierModule(net, instantiate(cfg.optimizer), splits.num_classes,
                               strategy=inputs.strategy, channels_last=channels_last)
-    progress.params["in_optimizer"] = sum(
+    partial.params["in_optimizer"] = sum(
         p.numel() for p in module.net.parameters() if p.requires_grad)
     pin = device.type == "cuda"
     train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                num_workers=cfg.data.num_workers, pin_memory=pin)
     val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, pin_memory=pin)
-    started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-    fit_s = time.perf_counter() - started
-    progress.diverged = module.diverged
-    progress.timing.update(fit_s=fit_s, train_samples_per_s=module.samples_trained / fit_s
-                           if fit_s > 0 else 0.0)
-    if checkpoint is not None and checkpoint.best_model_path and not module.diverged:
-        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["state_dict"])
-        progress.extra["evaluated_epoch"] = "best"
+    fitted = training.fit(trainer, checkpoint, module, train_loader, val_loader)
+    partial.diverged = module.diverged
+    partial.run.update(epochs=fitted.epochs, steps=fitted.steps)
+    partial.timing.update(fit_s=fitted.fit_s, train_samples_per_s=module.samples_trained
+                          / fitted.fit_s if fitted.fit_s > 0 else 0.0)
+    partial.evaluated_epoch = "best" if fitted.best_loaded else "last"
+    if checkpoint is not None and not fitted.best_loaded:
+        partial.evaluated_reason = ("diverged: its last finite weights" if module.diverged
+                                    else "no validation epoch finished, so no best epoch")
 
     started = time.perf_counter()
     metrics = _evaluate(module, inputs, cfg, splits.num_classes, device, autocast)
-    progress.metrics.update(metrics)
-    progress.timing["eval_s"] = time.perf_counter() - started
-    progress.timing["peak_mem_mb"] = _peak_mem_mb(device)
-    if any(metrics[k] != metrics[k] for k in ("train_loss", "test_loss")):
-        progress.diverged = True
-    loggers.log_final(logger, metrics, progress.params, progress.run, trainer.global_step)
+    partial.metrics.update(metrics)
+    partial.timing["eval_s"] = time.perf_counter() - started
+    partial.timing["peak_mem_mb"] = _peak_mem_mb(device)
+    _judge_metrics(metrics, partial)
+    loggers.log_final(logger, metrics, partial.params, partial.run, trainer.global_step)
     if cfg.save_weights:
         backbones.save_checkpoint(model.cpu(), output_dir / "model.safetensors",
                                   metadata={"architecture": cfg.model.name})
-
-
 def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) -> bool:
     mode = str(cfg.freeze.cache_features).lower()
     if cfg.freeze.strategy != "base" or mode == "false":
@@ -315,23 +337,29 @@ def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) ->
     return True
 
 
+
+
 def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path) -> str:
     if isinstance(err, UserError):
         return str(err)
     if isinstance(err, torch.OutOfMemoryError | MemoryError):
         return (f"out of memory at data.batch_size={cfg.data.batch_size}; lower data.batch_size "
                 "(or data.image_size)")
-    (output_dir / "error.log").write_text(traceback.format_exc())
     first = (str(err).strip().splitlines() or [""])[0][:300]
-    return f"{type(err).__name__}: {first} (traceback in {output_dir / 'error.log'})"
+    log_path = output_dir / "error.log"
+    try:
+        log_path.write_text(traceback.format_exc())
+    except OSError as log_err:  # the first error stays the message; say why there is no log
+        return (f"{type(err).__name__}: {first} (no traceback: could not write {log_path}: "
+                f"{log_err.strerror or log_err})")
+    return f"{type(err).__name__}: {first} (traceback in {log_path})"
 
 
-def summary_line(record: dict[str, Any]) -> str:
-    run, metrics = record.get("run") or {}, record.get("metrics") or {}
-    params = record.get("params") or {}
+def summary_line(record: RunRecord) -> str:
+    run, metrics, params = record.run, record.metrics, record.params or {}
     trainable = params.get("trainable")
     acc = metrics.get("test_acc")
-    seconds = (record.get("timing") or {}).get("total_s", 0.0)
+    seconds = record.timing.get("total_s", 0.0)
     lr = run.get("lr")
     parts = [
         f"{run.get('model', '?')}", f"freeze={run.get('freeze', '?')}"
@@ -340,75 +368,73 @@ def summary_line(record: dict[str, Any]) -> str:
         else f"{run.get('optimizer', '?')} lr=?",
         f"trainable={trainable:,}" if trainable is not None else "trainable=?",
         f"test_acc={acc:.3f}" if acc is not None else "test_acc=n/a",
-        f"{seconds:.1f}s", record["status"],
+        f"{seconds:.1f}s", record.status,
     ]
     line = " | ".join(parts)
-    if record.get("error"):
-        line += f": {record['error']}"
+    if record.error:
+        line += f": {record.error}"
     return line
 
 
-_long_lived_frozen = False
+def run_job(cfg: DictConfig, output_dir: Path) -> RunRecord | NotRun:
+    """Run one configuration into ``output_dir/result.json`` and return its record.
 
-
-def _release_job_memory() -> None:
-    """Free what a job built (Lightning's trainer holds reference cycles) before the next.
-
-    A full collection scans every object of torch, timm and Lightning and costs a few tenths
-    of a second, as much as a whole cached job. After the first job, what survived a full
-    collection is long-lived (modules, caches), so it is frozen out of later collections,
-    which then scan only what later jobs create.
+    Returns :class:`NotRun` instead when no new record is written: a finished record of the
+    same config and inputs is there, another process holds the job's lock, or the job is
+    not applicable (depth sweeps). Raises :class:`paramcorr.atomic.OutputError` when
+    ``output_dir`` cannot be written.
     """
-    global _long_lived_frozen
-    gc.collect()
-    if not _long_lived_frozen:
-        gc.freeze()
-        _long_lived_frozen = True
-
-
-def run_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Run one configuration into ``output_dir/result.json`` and return the record."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    not_applicable = depth.skip_if_out_of_range(cfg, output_dir)
+    with writing_to(output_dir):
+        output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with job_lock(output_dir):
+            return _run_locked(cfg, output_dir)
+    except JobBusy as busy:  # raised on entering the lock only: the job did not start here
+        log.info("skip (running in another process): %s", busy)
+        return NotRun("busy", str(busy))
+
+
+def _run_locked(cfg: DictConfig, output_dir: Path) -> RunRecord | NotRun:
+    """:func:`run_job` once the job's lock is held: this process alone writes here."""
+    with writing_to(output_dir):
+        remove_stale_temps(output_dir)  # a killed earlier attempt's half-written files
+        not_applicable = depth.skip_if_out_of_range(cfg, output_dir)
     if not_applicable is not None:  # a depth sweep's stage this backbone lacks: no record
         return not_applicable
     record_path = output_dir / RECORD_NAME
-    remove_stale_temps(output_dir)  # a killed earlier attempt's half-written files
-    chash = config_hash(cfg)
-    existing = read_record(record_path)
+    partial = _PartialRecord(inputs=input_identity(cfg))
+    chash = config_hash(cfg, partial.inputs)
+    existing = find_record(record_path)
     if is_finished(existing, chash):
-        log.info("skip (already %s): %s", existing["status"], output_dir)
-        existing["skipped"] = True
-        return existing
+        log.info("skip (already %s): %s", existing.status, output_dir)
+        return NotRun("finished", f"already {existing.status}", existing)
     if existing is not None or record_path.exists():
-        moved = set_aside(record_path, existing or {"status": "unreadable"})
+        with writing_to(output_dir):
+            moved = set_aside(record_path, existing)
         log.info("earlier record kept as %s", moved.name)
 
-    progress = _Progress()
     started = time.perf_counter()
     error = None
     try:
-        progress.run = run_axes(cfg)
+        partial.run = run_axes(cfg)
         validate(cfg)
-        with quiet_lightning():
-            _fit_and_evaluate(cfg, output_dir, progress)
+        _check_before_training(cfg)
+        with loggers.quiet_lightning():
+            _fit_and_evaluate(cfg, output_dir, partial)
     except Exception as err:  # noqa: BLE001 - every failure becomes the run's record
         if cfg.get("strict", False):
             raise
         error = _error_message(err, cfg, output_dir)
     finally:
-        _release_job_memory()
+        # Free what the job built (Lightning's trainer holds reference cycles) before the next
+        # job of a sweep in this process.
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    progress.timing["total_s"] = time.perf_counter() - started
-    status = "failed" if error else ("diverged" if progress.diverged else "completed")
-    metrics = {k: progress.metrics.get(k) for k in METRIC_KEYS}
-    metrics.update({k: v for k, v in progress.metrics.items() if k not in metrics})
-    timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **progress.timing}
-    record = build_record(status=status, run=progress.run or {}, params=progress.params,
-                          metrics=metrics, timing=timing, config_hash=chash, error=error,
-                          extra=progress.extra)
-    write_record(record_path, record)
-    (log.error if error else log.info)(summary_line(record))
+    partial.timing["total_s"] = time.perf_counter() - started
+    record = partial.to_record(error, chash)
+    with writing_to(output_dir):
+        write_record(record_path, record)
+    (log.error if record.error else log.info)(summary_line(record))
     return record

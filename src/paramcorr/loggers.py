@@ -3,6 +3,10 @@
 Lightning logs the per-epoch curves (train_loss, val_loss, val_acc); :func:`log_final` adds
 what the run record holds after evaluation (the ``final/*`` metrics, parameter counts and the
 run's axes), so a TensorBoard or MLflow view can compare runs on what the study measures.
+:func:`quiet_lightning` keeps library chatter out of a sweep's one line per job.
+
+MLflow is imported inside the functions that use it: it is optional for every other logger
+and slow to import.
 """
 
 from __future__ import annotations
@@ -10,10 +14,36 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("paramcorr")
+from lightning.pytorch.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's banners and timm's load notes would drown a sweep's one line per job."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "timm")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        # freeze=base holds the frozen backbone in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        try:
+            yield
+        finally:
+            for n, level in levels.items():
+                logging.getLogger(n).setLevel(level)
 
 
 def local_tracking_uri(uri: str) -> str:
@@ -49,8 +79,6 @@ def mlflow_logger(experiment_name: str, tracking_uri: str, run_name: str | None 
     ``MLFLOW_ALLOW_FILE_STORE=true``; a database store needs SQLAlchemy, which mlflow-skinny
     lacks). A server (``logger.tracking_uri=http://host:5000``) is used as given.
     """
-    from lightning.pytorch.loggers import MLFlowLogger
-
     tracking_uri = local_tracking_uri(tracking_uri)
     if tracking_uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -12,15 +12,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+import lightning as L
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from paramcorr import backbones
+from paramcorr import backbones, training
+from paramcorr.classifier import ClassifierModule
 from paramcorr.config import validate_data, validate_optimizer, validate_trainer
-from paramcorr.data import build_data, make_loader
-from paramcorr.job import count_classes, quiet_lightning
+from paramcorr.data import build_data, count_classes, make_loader
+from paramcorr.evaluation import evaluate
+from paramcorr.loggers import quiet_lightning
 
-log = logging.getLogger("paramcorr")
+log = logging.getLogger(__name__)
 
 
 def checkpoint_path(out_dir: str | Path, model_name: str) -> Path:
@@ -29,13 +32,6 @@ def checkpoint_path(out_dir: str | Path, model_name: str) -> Path:
 
 def pretrain_one(cfg: DictConfig, model_name: str, path: Path) -> float:
     """Train ``model_name`` from random weights on ``cfg.data``; save it; return val accuracy."""
-    import lightning as L
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from paramcorr.classifier import ClassifierModule
-    from paramcorr.evaluation import evaluate
-
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = backbones.create_backbone(model_name, "random", count_classes(cfg.data))
@@ -46,17 +42,12 @@ def pretrain_one(cfg: DictConfig, model_name: str, path: Path) -> float:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     # Small nets at 32px swing from epoch to epoch; keep the best epoch by validation.
     with tempfile.TemporaryDirectory(dir=path.parent.parent) as scratch:
-        best = ModelCheckpoint(dirpath=scratch, monitor="val_acc", mode="max", save_top_k=1,
-                               save_weights_only=True)
-        trainer_kwargs["enable_checkpointing"] = True
-        trainer = L.Trainer(**trainer_kwargs, logger=False, callbacks=[best],
-                            default_root_dir=scratch)
-        trainer.fit(module, make_loader(splits.train, cfg.data.batch_size, shuffle=True,
-                                        seed=cfg.seed),
-                    make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False))
-        if best.best_model_path:
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-            module.load_state_dict(state["state_dict"])
+        trainer, best = training.make_trainer(trainer_kwargs, Path(scratch), keep_best=True,
+                                              checkpoint_dir=Path(scratch))
+        fitted = training.fit(trainer, best, module,
+                              make_loader(splits.train, cfg.data.batch_size, shuffle=True,
+                                          seed=cfg.seed),
+                              make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False))
     device = trainer.strategy.root_device
     module.to(device).eval()
     val = evaluate(module, make_loader(splits.val, cfg.data.eval_batch_size, shuffle=False),
@@ -65,7 +56,7 @@ def pretrain_one(cfg: DictConfig, model_name: str, path: Path) -> float:
     backbones.save_checkpoint(model, path, metadata={
         "architecture": model_name, "source": f"{cfg.data.name} classes {list(splits.class_names)}",
         "image_size": str(dcfg["input_size"][-1]), "val_acc": f"{val['acc']:.4f}",
-        "epochs": str(trainer_kwargs.get("max_epochs")),
+        "epochs": str(fitted.epochs),  # trained, not configured (max_time may stop early)
     })
     return val["acc"]
 

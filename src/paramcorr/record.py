@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -21,24 +22,54 @@ NOT_APPLICABLE_NAME = "not_applicable.json"
 STATUSES = ("completed", "diverged", "failed")
 METRIC_KEYS = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "test_f1",
                "test_loss", "gen_acc", "gen_f1", "gap_acc", "gap_loss")
-# Keys that change where or how visibly a run happens, not what it computes (the top-level lr
-# only feeds optimizer.lr, which is hashed).
-_UNHASHED = ("name", "lr", "strict", "paths", "logger", "trainer.enable_progress_bar",
-             "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
-             "freeze.cache_features", "freeze.out_of_range")
+
+# The one list of keys that do not change a run's result: where its files go, how visibly it
+# runs, how fast its data loads, which value it reports to a sweeper. A key (or any key below
+# it) listed here is left out of both the identity hash (:func:`config_hash`) and the job's
+# directory name in a sweep (conf/hydra/default.yaml reads this list through the
+# ``paramcorr.result_neutral_keys`` resolver, see paramcorr.entry), so changing one of them
+# finds and skips the finished jobs. ``data.root`` and ``data.generalization_root`` are here
+# because the identity covers what they hold (the fingerprint of their files), not where
+# they are; a sweep on other data gets its own sweep directory (see conf/hydra/default.yaml).
+# ``experiment`` is a preset's name, not a config key: its values are hashed where they land.
+RESULT_NEUTRAL_KEYS = (
+    "name", "strict", "experiment", "optimized_metric",
+    "paths.output_root", "paths.cache_dir", "paths.pretrained_dir",
+    "logger", "logger.tracking_uri",
+    "data.root", "data.generalization_root", "data.num_workers", "data.cache_inputs",
+    "freeze.cache_features", "freeze.out_of_range",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+)
+# Keys that only feed another, hashed key: the top-level ``lr`` is ``optimizer.lr``'s
+# default, so ``lr=1e-2`` and ``optimizer.lr=1e-2`` hash alike. Not result-neutral (it is the
+# study's lr axis and names the job's directory), only redundant in the hash.
+_HASH_ALIASES = ("lr",)
+# The identity of a run's inputs (paramcorr.inputs) that goes into its hash; ``data_root``
+# is stored in the record for the reader but is not part of the identity.
+_HASHED_INPUTS = ("data_fingerprint", "weights_digest")
 
 
-def config_hash(cfg: DictConfig) -> str:
+def _neutral(key: str) -> bool:
+    """``key`` or one of its parents is result-neutral (or a hash alias)."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in RESULT_NEUTRAL_KEYS or ".".join(parts[:i]) in
+               _HASH_ALIASES for i in range(1, len(parts) + 1))
+
+
+def config_hash(cfg: DictConfig, inputs: dict[str, Any] | None = None) -> str:
     """A stable hash of everything in ``cfg`` that can change a run's result.
 
-    Values are resolved (so ``lr=1e-2`` and ``optimizer.lr=1e-2`` hash alike); keys that only
-    say where or how visibly a run happens are left out.
+    Values are resolved (so ``lr=1e-2`` and ``optimizer.lr=1e-2`` hash alike); result-neutral
+    keys are left out. ``inputs`` (see :func:`paramcorr.inputs.input_identity`) adds what the
+    config names but does not hold: the dataset's fingerprint and the weights file's digest,
+    so a re-run after either changed is another job.
     """
 
     def resolved(node: Any, prefix: str) -> Any:
         if isinstance(node, dict):
             return {k: resolved(v, f"{prefix}{k}.") for k, v in node.items()
-                    if f"{prefix}{k}" not in _UNHASHED}
+                    if not _neutral(f"{prefix}{k}")}
         if isinstance(node, list):
             return [resolved(v, f"{prefix}{i}.") for i, v in enumerate(node)]
         if isinstance(node, str) and "${" in node:
@@ -46,6 +77,8 @@ def config_hash(cfg: DictConfig) -> str:
         return node
 
     plain = resolved(OmegaConf.to_container(cfg, resolve=False), "")
+    if inputs is not None:
+        plain = {"config": plain, "inputs": {k: inputs.get(k) for k in _HASHED_INPUTS}}
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -55,77 +88,48 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def build_record(*, status: str, run: dict[str, Any], params: dict[str, int] | None,
-                 metrics: dict[str, float | None], timing: dict[str, float],
-                 config_hash: str, error: str | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A schema-1 record. Non-finite metrics are stored as ``null`` (JSON has no NaN)."""
-    assert status in STATUSES, status
-    record = {
-        "schema": SCHEMA,
-        "status": status,
-        "error": error,
-        "run": run,
-        "params": params,
-        "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
-        "timing": timing,
-        "config_hash": config_hash,
-    }
-    if extra:
-        record.update(extra)
-    return record
+def write_record(path: Path, record: RunRecord | dict[str, Any]) -> None:
+    """Write ``record`` so that ``path`` holds either the old file or the whole new one.
 
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` so that ``path`` holds either the old file or the whole new one."""
+    A plain dict is written as given (test fixtures of foreign or partial files).
+    """
+    data = record.to_dict() if isinstance(record, RunRecord) else record
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        json.dump(record, handle, indent=2, allow_nan=False)
+        json.dump(data, handle, indent=2, allow_nan=False)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def remove_stale_temps(directory: Path) -> int:
-    """Delete the temp files (``.<name>.*.tmp``) a killed job left in its own directory.
-
-    Atomic writers here (records, saved weights) write ``.<name>.<random>.tmp`` and rename it;
-    a ``kill -9`` between the two leaves the temp file. Only the job that owns ``directory``
-    calls this, before it writes anything, so no live write is touched.
-    """
-    removed = 0
-    for tmp in Path(directory).glob(".*.tmp"):
-        try:
-            tmp.unlink()
-            removed += 1
-        except OSError:
-            pass
-    return removed
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at ``path``, or None if it is absent or not a readable schema-1 record."""
-    try:
-        with open(path) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        return None
-    return record
-
-
-def is_finished(record: dict[str, Any] | None, config_hash: str) -> bool:
+def is_finished(record: RunRecord | None, config_hash: str) -> bool:
     """A completed or diverged record of the same config: re-running would only repeat it."""
-    return (record is not None and record.get("config_hash") == config_hash
-            and record.get("status") in ("completed", "diverged"))
+    return record is not None and record.finished and record.config_hash == config_hash
 
 
-def set_aside(path: Path, record: dict[str, Any]) -> Path:
-    """Keep a record of another config (or a failed one) under a name analysis ignores."""
-    target = path.with_name(f"result.{record.get('status', 'old')}-"
-                            f"{record.get('config_hash', 'unknown')}.json.old")
-    os.replace(path, target)
-    return target
+def set_aside(path: Path, record: RunRecord | None) -> Path:
+    """Keep a record of another config (or a failed or unreadable one) under a name analysis
+    ignores: ``result.<status>-<hash>[-<n>].json.old``, never over an earlier one.
+
+    The name is claimed with a hard link, which fails rather than replace an existing file,
+    so two set-asides of records with the same status and hash both stay. The record keeps
+    its ``inputs`` block, so it stays traceable to the data it ran on.
+    """
+    status = record.status if record is not None else "unreadable"
+    chash = record.config_hash if record is not None else "unknown"
+    for n in itertools.count():
+        target = path.with_name(f"result.{status}-{chash}{f'-{n}' if n else ''}.json.old")
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links: check, then rename
+            if target.exists():
+                continue
+            os.rename(path, target)
+            return target
+        os.unlink(path)
+        return target
+    raise AssertionError("unreachable")
 
 
 # --- the record type ----------------------------------------------------------------------
@@ -184,6 +188,10 @@ class RunRecord:
     def finished(self) -> bool:
         """Completed or diverged: re-running the same config would only repeat it."""
         return self.status in FINISHED_STATUSES
+
+    def __getitem__(self, key: str) -> Any:
+        """A top-level key as the file holds it (``record["data"]``, ``record["metrics"]``)."""
+        return self.to_dict()[key]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, in DESIGN.md's key order; non-finite metrics become null."""
@@ -345,3 +353,17 @@ def find_record(path: Path) -> RunRecord | None:
         return load_record(path)
     except RecordError:
         return None
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """What a job hands back when it writes no new record (``kind``, one-line ``reason``).
+
+    ``finished``: a finished record of the same config and inputs is there (``record``);
+    ``busy``: another process holds the job's lock and is running it; ``not_applicable``: a
+    depth sweep's stage the backbone lacks (see paramcorr.depth).
+    """
+
+    kind: str
+    reason: str
+    record: RunRecord | None = None

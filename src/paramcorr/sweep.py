@@ -1,4 +1,5 @@
-"""Hydra callbacks for sweeps: a ``[k/N]`` progress line with ETA, and analysis at the end.
+"""Hydra callbacks: output directory check, a ``[k/N]`` progress line with ETA for sweeps,
+and analysis at the end.
 
 Progress is counted from the records on disk, so it is right whichever launcher runs the
 jobs (in-process, joblib workers, Slurm array tasks sharing the file system), and printed by
@@ -11,6 +12,8 @@ import json
 import logging
 import math
 import os
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,9 +23,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, read_record
+from paramcorr.atomic import OutputError
+from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, find_record
 
-log = logging.getLogger("paramcorr")
+log = logging.getLogger(__name__)
 STATE_FILE = ".sweep.json"
 
 
@@ -41,10 +45,55 @@ def sweep_size(overrides: list[str], sweeper_params: dict[str, Any] | None) -> i
 
 
 def _finished_records(sweep_dir: Path) -> int:
-    """Jobs of the sweep that are done: a record, or a not-applicable marker (depth sweeps)."""
-    records = sum(1 for p in sweep_dir.rglob(RECORD_NAME)
-                  if (r := read_record(p)) is not None and r.get("status"))
-    return records + sum(1 for _ in sweep_dir.rglob(NOT_APPLICABLE_NAME))
+    """Jobs of the sweep that are done: a record, or a not-applicable marker (depth sweeps).
+
+    A record file exists only once its job wrote it whole (atomic rename), so its presence
+    is the count; reading and validating each one every poll would cost a big sweep dearly.
+    """
+    return sum(1 for _ in sweep_dir.rglob(RECORD_NAME)) + sum(
+        1 for _ in sweep_dir.rglob(NOT_APPLICABLE_NAME))
+
+
+def check_writable(directory: Path) -> None:
+    """Raise :class:`OutputError` unless ``directory`` can be created and written.
+
+    Probes the directory, or its nearest existing parent, with an anonymous temp file of one
+    byte; creates nothing that stays.
+    """
+    target = Path(directory).absolute()
+    existing = next((p for p in (target, *target.parents) if os.path.lexists(p)), Path("/"))
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        raise OutputError(directory, err) from err
+
+
+class OutputCheck(Callback):
+    """Stops a run or sweep whose output directory cannot be written, with one line.
+
+    Hydra itself creates the directory and writes its own files there before any job code
+    runs, and fails with a traceback; this callback runs first and says which directory.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(Path(str(config.hydra.run.dir)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(Path(str(config.hydra.sweep.dir)))
+
+    @staticmethod
+    def _check(directory: Path) -> None:
+        try:
+            check_writable(directory)
+        except OutputError as err:
+            # SystemExit passes through Hydra's error handler: one line, exit code 1.
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
 
 
 class SweepProgress(Callback):
@@ -163,12 +212,14 @@ class AnalyzeOnEnd(Callback):
         self.n_boot = n_boot
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Imported here: pandas, scipy and statsmodels would slow every run's start, and
+        # only a sweep's end needs them.
         from paramcorr.analysis import run_analysis
 
         sweep_dir = Path(config.hydra.sweep.dir)
         out = sweep_dir / "analysis"
-        statuses = [r.get("status") for p in sweep_dir.rglob(RECORD_NAME)
-                    if (r := read_record(p)) is not None]
+        statuses = [r.status for p in sweep_dir.rglob(RECORD_NAME)
+                    if (r := find_record(p)) is not None]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("completed", "diverged", "failed"))
         log.info("sweep done: %d records (%s), one dir per job under %s", len(statuses), counts,
                  sweep_dir)

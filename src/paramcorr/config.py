@@ -198,6 +198,9 @@ def validate_trainer(trainer: DictConfig) -> None:
             close = difflib.get_close_matches(str(key), sorted(known), n=3)
             hint = f"; did you mean {', '.join('trainer.' + c for c in close)}?" if close else ""
             raise UserError(f"trainer.{key} is not a lightning.Trainer argument{hint}")
+    from paramcorr.device import check_single_device
+
+    check_single_device(trainer)  # one job = one device: no DDP, devices>1, lists or -1
     max_epochs = trainer.get("max_epochs")
     _require(max_epochs is None or max_epochs >= 0,
              f"trainer.max_epochs={max_epochs} must be >= 0")

@@ -11,7 +11,6 @@ import gc
 import logging
 import math
 import os
-import resource
 import time
 import traceback
 import warnings
@@ -24,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, TensorDataset
 
-from paramcorr import backbones, depth, feature_cache, freezing, loggers
+from paramcorr import backbones, depth, device, feature_cache, freezing, loggers
 from paramcorr.config import validate
 from paramcorr.data import DataSplits, build_data, make_loader
 from paramcorr.errors import UserError
@@ -53,6 +52,8 @@ class _Progress:
     run: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     diverged: bool = False
+    # What the job was doing (build, features, fit, evaluate): an OOM names that batch size.
+    phase: str = "build"
 
 
 def optimizer_name(cfg: DictConfig) -> str:
@@ -127,22 +128,6 @@ def quiet_lightning():
                 logging.getLogger(n).setLevel(level)
 
 
-def _autocast_dtype(precision: Any) -> torch.dtype | None:
-    text = str(precision)
-    if "bf16" in text:
-        return torch.bfloat16
-    if text.startswith("16"):
-        return torch.float16
-    return None
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux: the process's peak so far (a sweep shares one process).
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 @dataclass
 class _Inputs:
     """What the classifier trains and is evaluated on: images, or cached frozen features."""
@@ -179,12 +164,13 @@ def _build(cfg: DictConfig, progress: _Progress) -> tuple[torch.nn.Module, DataS
     return model, splits
 
 
-def _make_trainer(cfg: DictConfig, output_dir: Path) -> tuple[Any, Any, Any]:
+def _make_trainer(cfg: DictConfig, output_dir: Path, precision: str) -> tuple[Any, Any, Any]:
     """The Lightning Trainer, its logger, and the best-epoch checkpoint (eval_weights=best)."""
     import lightning as L
     from hydra.utils import instantiate
 
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs["precision"] = precision  # resolved for this device (trainer=gpu: auto)
     callbacks: list[Any] = []
     checkpoint = None
     if cfg.eval_weights == "best":
@@ -202,7 +188,7 @@ def _make_trainer(cfg: DictConfig, output_dir: Path) -> tuple[Any, Any, Any]:
 
 
 def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progress: _Progress,
-            device: torch.device, autocast: torch.dtype | None, channels_last: bool) -> _Inputs:
+            dev: device.DeviceSetup) -> _Inputs:
     """Images through the model, or (freeze=base, cache on) features through the head."""
     use_cache = _wants_cache(cfg, splits, model)
     progress.extra["cached_features"] = use_cache
@@ -212,16 +198,18 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progres
             evaluate["gen"] = splits.gen
         return _Inputs(model, cfg.freeze.strategy, splits.train, evaluate)
     started = time.perf_counter()
-    model.to(device)
+    model.to(dev.device)
     key = feature_cache.cache_key(
         cfg.model.name,
         feature_cache.weights_identity(cfg.model.weights, cfg.seed,
                                        model.pretrained_cfg.get("tag")),
-        splits.fingerprint, str(cfg.trainer.get("precision")))
+        splits.fingerprint, dev.precision)
     features, hit = feature_cache.load_or_compute(
         model, splits, key, Path(cfg.paths.cache_dir) / "features", cfg.data.eval_batch_size,
-        device, autocast, channels_last)
+        dev.device, dev.autocast, dev.channels_last)
     progress.timing["features_s"] = time.perf_counter() - started
+    if not hit:
+        progress.timing["features_peak_mem_mb"] = device.peak_memory_mb(dev.device)
     progress.extra["feature_cache"] = {"key": key, "hit": hit}
     datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
     # The head has no train/eval behaviour of its own: nothing to hold frozen.
@@ -229,16 +217,21 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progres
 
 
 def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_classes: int,
-              device: torch.device, autocast: torch.dtype | None) -> dict[str, float]:
-    """Eval-mode metrics on every split, and the train-test gaps."""
+              device: torch.device, autocast: torch.dtype | None,
+              loaders: dict[str, Any] | None = None) -> dict[str, float]:
+    """Eval-mode metrics on every split, and the train-test gaps.
+
+    ``loaders``: loaders already made for a split (fit's validation loader, whose workers
+    persist), reused instead of forking new workers.
+    """
     from paramcorr.evaluation import evaluate
 
     module.to(device).eval()
     metrics: dict[str, float] = {}
     for split, dataset in inputs.evaluate.items():
-        loader = make_loader(dataset, cfg.data.eval_batch_size, shuffle=False,
-                             num_workers=cfg.data.num_workers,
-                             pin_memory=device.type == "cuda")
+        loader = (loaders or {}).get(split) or make_loader(
+            dataset, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda")
         result = evaluate(module, loader, num_classes, device, autocast)
         metrics[f"{split}_acc"] = result["acc"]
         metrics[f"{split}_loss"] = result["loss"]
@@ -255,22 +248,26 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
     from paramcorr.classifier import ClassifierModule
 
     model, splits = _build(cfg, progress)
-    trainer, logger, checkpoint = _make_trainer(cfg, output_dir)
-    device = trainer.strategy.root_device
-    autocast = _autocast_dtype(cfg.trainer.get("precision"))
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    if channels_last:
+    # Placed by the launcher already; CUDA starts here, on the job's device (device.py).
+    dev = device.setup(cfg.trainer, cfg.channels_last)
+    progress.extra["device"] = dev.describe()
+    trainer, logger, checkpoint = _make_trainer(cfg, output_dir, dev.precision)
+    if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    inputs = _inputs(cfg, model, splits, progress, device, autocast, channels_last)
+    device.reset_peak_memory(dev.device)
+    progress.phase = "features"
+    inputs = _inputs(cfg, model, splits, progress, dev)
+    # peak_mem_mb: this job's fit and evaluation, whether the feature cache was cold or warm.
+    device.reset_peak_memory(dev.device)
+    progress.phase = "fit"
 
-    net = torch.compile(inputs.net) if cfg.compile else inputs.net
-    module = ClassifierModule(net, instantiate(cfg.optimizer), splits.num_classes,
-                              strategy=inputs.strategy, channels_last=channels_last)
+    module = ClassifierModule(inputs.net, instantiate(cfg.optimizer), splits.num_classes,
+                              strategy=inputs.strategy, channels_last=dev.channels_last,
+                              train_forward=device.compile_for_training(inputs.net)
+                              if cfg.compile else None)
     progress.params["in_optimizer"] = sum(
         p.numel() for p in module.net.parameters() if p.requires_grad)
-    pin = device.type == "cuda"
+    pin = dev.device.type == "cuda"
     train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                num_workers=cfg.data.num_workers, pin_memory=pin)
     val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
@@ -287,10 +284,12 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
         progress.extra["evaluated_epoch"] = "best"
 
     started = time.perf_counter()
-    metrics = _evaluate(module, inputs, cfg, splits.num_classes, device, autocast)
+    progress.phase = "evaluate"
+    metrics = _evaluate(module, inputs, cfg, splits.num_classes, dev.device, dev.autocast,
+                        loaders={"val": val_loader})
     progress.metrics.update(metrics)
     progress.timing["eval_s"] = time.perf_counter() - started
-    progress.timing["peak_mem_mb"] = _peak_mem_mb(device)
+    progress.timing["peak_mem_mb"] = device.peak_memory_mb(dev.device)
     if any(metrics[k] != metrics[k] for k in ("train_loss", "test_loss")):
         progress.diverged = True
     loggers.log_final(logger, metrics, progress.params, progress.run, trainer.global_step)
@@ -315,12 +314,12 @@ def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) ->
     return True
 
 
-def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path) -> str:
+def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path,
+                   phase: str = "fit") -> str:
     if isinstance(err, UserError):
         return str(err)
     if isinstance(err, torch.OutOfMemoryError | MemoryError):
-        return (f"out of memory at data.batch_size={cfg.data.batch_size}; lower data.batch_size "
-                "(or data.image_size)")
+        return device.oom_message(cfg, phase)
     (output_dir / "error.log").write_text(traceback.format_exc())
     first = (str(err).strip().splitlines() or [""])[0][:300]
     return f"{type(err).__name__}: {first} (traceback in {output_dir / 'error.log'})"
@@ -396,7 +395,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - every failure becomes the run's record
         if cfg.get("strict", False):
             raise
-        error = _error_message(err, cfg, output_dir)
+        error = _error_message(err, cfg, output_dir, progress.phase)
     finally:
         _release_job_memory()
         if torch.cuda.is_available():

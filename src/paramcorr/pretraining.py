@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from paramcorr import backbones
 from paramcorr.config import validate_data, validate_optimizer, validate_trainer
 from paramcorr.data import build_data, make_loader
+from paramcorr.device import setup as device_setup
 from paramcorr.job import count_classes, quiet_lightning
 
 log = logging.getLogger("paramcorr")
@@ -44,6 +45,8 @@ def pretrain_one(cfg: DictConfig, model_name: str, path: Path) -> float:
     splits = build_data(cfg.data, dcfg)
     module = ClassifierModule(model, instantiate(cfg.optimizer), splits.num_classes)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # trainer=gpu says precision=auto: resolved for this device (paramcorr.device).
+    trainer_kwargs["precision"] = device_setup(cfg.trainer, None).precision
     # Small nets at 32px swing from epoch to epoch; keep the best epoch by validation.
     with tempfile.TemporaryDirectory(dir=path.parent.parent) as scratch:
         best = ModelCheckpoint(dirpath=scratch, monitor="val_acc", mode="max", save_top_k=1,

@@ -117,7 +117,7 @@ class LocalGpusLauncher(JoblibLauncher):
             sweep_config.hydra.job.num = idx
         HydraConfig.instance().set_config(sweep_config)
         output_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-        with open_dict(sweep_config):
+        with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
             sweep_config.hydra.runtime.output_dir = str(output_dir.absolute())
         HydraConfig.instance().set_config(sweep_config)
         task_cfg = copy.deepcopy(sweep_config)

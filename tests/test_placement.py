@@ -79,7 +79,7 @@ def test_failed_discovery_refuses_a_gpu_sweep_and_hides_gpus_from_a_cpu_one(
     monkeypatch.setattr(placement.subprocess, "run", hangs)
     config = OmegaConf.merge(_job_config(tmp_path, 2), {"trainer": {"accelerator": "gpu"}})
     with pytest.raises(UserError, match="hydra.callbacks.gpu_placement.gpus") as refused:
-        GpuPlacement().on_multirun_start(config)
+        GpuPlacement().check(config)
     assert "\n" not in str(refused.value)
     # A CPU trainer goes on, and its workers see no GPU (never all of them on GPU 0).
     config.trainer.accelerator = "auto"
@@ -91,13 +91,13 @@ def test_failed_discovery_refuses_a_gpu_sweep_and_hides_gpus_from_a_cpu_one(
     monkeypatch.setattr(placement, "discover_gpus", lambda: [])
     config.trainer.accelerator = "gpu"
     with pytest.raises(UserError, match="no GPU found"):
-        GpuPlacement().on_multirun_start(config)
+        GpuPlacement().check(config)
 
 
 def test_fewer_slots_than_jobs_is_refused_not_a_hang(tmp_path):
     with pytest.raises(UserError, match="gpu_placement.slots=1 is fewer than "
                                         "hydra.launcher.n_jobs=2"):
-        GpuPlacement(slots=1, gpus="0,1").on_multirun_start(_job_config(tmp_path, 2))
+        GpuPlacement(slots=1, gpus="0,1").check(_job_config(tmp_path, 2))
 
 
 def test_each_slot_gets_its_own_cores():
@@ -114,12 +114,12 @@ def test_submitit_local_with_a_gpu_trainer_is_refused(tmp_path):
             "gpus_per_node": 1}},
         "trainer": {"accelerator": "gpu", "devices": 1}})
     with pytest.raises(UserError, match="^hydra/launcher=submitit_local cannot place GPU jobs"):
-        placement.LaunchGuard().on_multirun_start(config)
+        placement.LaunchGuard().check(config)
     config.trainer.accelerator = "cpu"
     placement.LaunchGuard().on_multirun_start(config)
     config.trainer.devices = 2
     with pytest.raises(UserError, match="^trainer.devices=2"):
-        placement.LaunchGuard().on_multirun_start(config)
+        placement.LaunchGuard().check(config)
 
 
 def test_parse_gpus_accepts_lists_and_strings():
@@ -162,6 +162,25 @@ def test_callback_pins_the_job_before_cuda_starts(tmp_path, fresh_process):
 
 def test_callback_refuses_more_jobs_than_gpus_before_any_job(tmp_path):
     with pytest.raises(UserError, match="2 jobs at once but 1 GPU"):
-        GpuPlacement(gpus="0").on_multirun_start(_job_config(tmp_path, 2))
+        GpuPlacement(gpus="0").check(_job_config(tmp_path, 2))
     GpuPlacement(gpus="0", jobs_per_gpu=2).on_multirun_start(_job_config(tmp_path, 2))
     GpuPlacement(gpus="").on_multirun_start(_job_config(tmp_path, -1))  # CPU: any number
+
+
+def test_a_refusal_stops_the_sweep_with_one_line(tmp_path, capsys):
+    # Hydra turns exceptions in callbacks into warnings and goes on: a refusal must exit.
+    with pytest.raises(SystemExit) as stopped:
+        GpuPlacement(gpus="0").on_multirun_start(_job_config(tmp_path, 2))
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 jobs at once but 1 GPU") and err.count("\n") == 1
+
+
+def test_submitit_local_gpu_sweep_is_refused_before_any_job(tmp_path):
+    from helpers import run_script
+
+    done = run_script("train.py", "-m", "experiment=smoke", "trainer=gpu",
+                      "hydra/launcher=submitit_local", cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    assert "error: hydra/launcher=submitit_local cannot place GPU jobs" in done.stderr
+    assert not list(tmp_path.rglob("result.json"))

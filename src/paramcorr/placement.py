@@ -28,7 +28,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -232,6 +233,20 @@ def apply(placement: Placement) -> None:
         os.environ[var] = str(placement.threads)
 
 
+@contextmanager
+def refusing() -> Iterator[None]:
+    """Turn a :class:`UserError` in a launching-process callback into one line and exit 1.
+
+    Hydra turns an exception in a callback into a warning and goes on, so a refusal raised
+    there would not stop the sweep; ``SystemExit`` is not caught.
+    """
+    try:
+        yield
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from err
+
+
 class GpuPlacement(Callback):
     """Hydra callback: pin each job of a local parallel sweep to a slot (see module doc).
 
@@ -267,7 +282,11 @@ class GpuPlacement(Callback):
         return self._discovered
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Fail in the launching process, before any job starts, if the GPUs cannot take it.
+        with refusing():
+            self.check(config)
+
+    def check(self, config: DictConfig) -> None:
+        """Fail in the launching process, before any job starts, if the GPUs cannot take it."""
         slots = self._slots(config)
         try:
             gpus = self._gpus()
@@ -309,6 +328,10 @@ class LaunchGuard(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with refusing():
+            self.check(config)
+
+    def check(self, config: DictConfig) -> None:
         from paramcorr.device import check_single_device
 
         if "trainer" in config:

@@ -176,3 +176,30 @@ def test_peak_memory_is_this_jobs_peak_after_a_reset():
     device.reset_peak_memory(cpu)
     if Path("/proc/self/clear_refs").exists():
         assert device.peak_memory_mb(cpu) < high - 32
+
+
+@pytest.mark.slow  # dynamo tracing takes ~10 s a job here
+def test_compile_traces_only_training_and_survives_a_sweep(train_config, tmp_path,
+                                                           monkeypatch):
+    # A cheap dynamo backend that counts the frames it compiles (inductor would take minutes).
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=counter))
+    # A small recompile limit: the old whole-model compile (training, Lightning's validation
+    # and our evaluation graphs, accumulating job after job) ran out of it at once.
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    frames = []
+    for job in range(3):
+        cfg = train_config("freeze=none", "compile=true", f"seed={job}",
+                           "trainer.limit_train_batches=3")
+        before = counter.frame_count
+        record = run_job(cfg, tmp_path / f"job{job}")
+        assert record["status"] == "completed", record["error"]
+        frames.append(counter.frame_count - before)
+    # Every job compiled its training forward afresh (no stale cache, no limit reached), and
+    # the same number of graphs each time: nothing accumulates across a sweep's jobs.
+    assert frames[0] >= 1 and frames == [frames[0]] * 3, frames
+    # Only the training forward: one graph, plus one if the epoch's last batch is smaller.
+    assert frames[0] <= 2

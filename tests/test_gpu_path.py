@@ -203,3 +203,31 @@ def test_compile_traces_only_training_and_survives_a_sweep(train_config, tmp_pat
     assert frames[0] >= 1 and frames == [frames[0]] * 3, frames
     # Only the training forward: one graph, plus one if the epoch's last batch is smaller.
     assert frames[0] <= 2
+
+
+def test_loader_workers_follow_affinity_and_the_slurm_allocation(monkeypatch, tmp_path):
+    from helpers import make_tree
+    from paramcorr import data
+
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert data.available_cpus() == 6
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert data.available_cpus() == 4
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(str(make_tree(tmp_path, n=2) / "train"))
+    assert data.default_num_workers(folder) == 3  # 4 CPUs, one kept for the training loop
+    tensors = torch.utils.data.TensorDataset(torch.zeros(4, 3))
+    assert data.default_num_workers(tensors) == 0
+
+
+def test_loader_workers_fit_shared_memory():
+    from paramcorr.data import fit_shared_memory
+
+    batch = 3 * 299 * 299 * 4  # one float32 image at 299 px
+    # Docker's default 64 MiB /dev/shm cannot hold even one worker's two batches of 256.
+    assert fit_shared_memory(8, batch, 256, 64 * 2**20) == 0
+    # 8 GiB holds 7 workers' (2 x 274 MB each, within half of it).
+    assert fit_shared_memory(8, batch, 256, 8 * 2**30) == 7
+    assert fit_shared_memory(8, batch, 256, None) == 8  # unknown: as asked

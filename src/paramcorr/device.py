@@ -121,10 +121,13 @@ def setup(trainer: Mapping[str, Any], channels_last: bool | None) -> DeviceSetup
     reset, Lightning, the feature cache) finds it ready.
     """
     check_single_device(trainer)
-    if not wants_cuda(trainer.get("accelerator", "auto")):
-        device = torch.device("cpu")
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    if not wants_cuda(accelerator):
+        # Lightning's `auto` takes Apple's GPU where there is one: evaluate where it trains.
+        mps = accelerator in ("auto", "mps") and torch.backends.mps.is_available()
+        device = torch.device("mps" if mps else "cpu")
         precision = resolve_precision(trainer.get("precision", "32-true"), device)
-        return DeviceSetup(device, precision, bool(channels_last), "cpu")
+        return DeviceSetup(device, precision, bool(channels_last), device.type)
     if not torch.cuda.is_available():
         raise UserError(f"trainer.accelerator={trainer.get('accelerator')} but no CUDA device is "
                         "visible to this job; use trainer=cpu, or check CUDA_VISIBLE_DEVICES")

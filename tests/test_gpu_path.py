@@ -160,6 +160,21 @@ def test_multi_device_trainers_are_refused_naming_the_key(train_config, tmp_path
     assert "\n" not in record["error"]
 
 
+def test_oom_in_feature_extraction_names_the_eval_batch_size(train_config, tmp_path,
+                                                             monkeypatch):
+    from paramcorr import feature_cache
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(feature_cache, "load_or_compute", oom)
+    cfg = train_config("freeze=base", "data.eval_batch_size=300",
+                       f"paths.cache_dir={tmp_path / 'cache'}")
+    record = run_job(cfg, tmp_path / "job")
+    assert record["error"] == ("out of memory computing frozen features at "
+                               "data.eval_batch_size=300; lower data.eval_batch_size")
+
+
 def test_oom_names_the_batch_size_in_use(train_config):
     cfg = train_config("data.batch_size=48", "data.eval_batch_size=512")
     assert "data.eval_batch_size=512" in device.oom_message(cfg, "features")

@@ -190,5 +190,4 @@ def oom_message(cfg: Any, phase: str) -> str:
         return (f"out of memory {what} at data.eval_batch_size={cfg.data.eval_batch_size}; "
                 "lower data.eval_batch_size")
     return (f"out of memory at data.batch_size={cfg.data.batch_size}; lower data.batch_size "
-            f"(or data.image_size; validation runs at data.eval_batch_size="
-            f"{cfg.data.eval_batch_size})")
+            "(or data.image_size)")

@@ -1,135 +1,164 @@
-"""GPU benchmark: each paper backbone, one epoch at 224 px on generated images, pipeline vs plain.
+"""GPU benchmark: each paper backbone trained through job.py vs a plain PyTorch loop, side by side.
 
-    python scripts/bench_gpu.py                       # on a GPU machine: the six paper CNNs
-    python scripts/bench_gpu.py --cpu --models test_resnet --images 128 --size 64  # dry run
+    python scripts/bench_gpu.py                          # on a GPU: the six paper CNNs, 224 px
+    python scripts/bench_gpu.py --cpu                    # dry run: test_resnet, 32 px, CPU
 
-The pipeline is the Lightning Trainer with `trainer=gpu` settings (bf16 mixed precision,
-cudnn benchmark) and the project's ClassifierModule (channels_last); the plain loop is
-hand-written bf16 autocast PyTorch with channels_last. Both train the whole model
-(freeze=none) with Adam on the same generated tensors. Prints samples/s and peak memory per
-model, and the pipeline/plain ratio.
+The pipeline is a real job (``paramcorr.job.run_job``, ``trainer=gpu``: precision chosen for
+the GPU, cudnn benchmark, channels_last) on the digits images resized to ``--size``, whole
+model trained (freeze=none), Adam, validation off; its speed is the record's
+``train_samples_per_s``. The plain loop trains the same timm model on the same tensors with
+the same loader, precision, channels_last and optimizer, timed the same way (whole fit).
+Both count host-device synchronisations per training step with
+``torch.cuda.set_sync_debug_mode("warn")``. Prints medians of ``--repeats`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
+import tempfile
 import time
+import warnings
+from pathlib import Path
 
-import lightning as L
 import timm
 import torch
 from torch.nn import functional as F
-from torch.utils.data import TensorDataset
 
-from paramcorr.classifier import ClassifierModule
-from paramcorr.data import make_loader
+from paramcorr import device as job_device
+from paramcorr.backbones import data_config
+from paramcorr.data import build_data, make_loader
+from paramcorr.entry import compose_config
+from paramcorr.job import run_job
 
 PAPER = ["vgg16", "resnet50", "inception_v3", "legacy_xception", "mobilenetv2_100",
          "densenet121"]
+SYNC = "synchronizing CUDA operation"
 
 
-def generated(images: int, size: int, classes: int) -> TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    return TensorDataset(torch.randn(images, 3, size, size, generator=g),
-                         torch.randint(0, classes, (images,), generator=g))
+def overrides(name: str, args: argparse.Namespace) -> list[str]:
+    classes = "null" if args.classes is None else f"[{','.join(map(str, args.classes))}]"
+    return [f"model={name}", "model.weights=random", "freeze=none", "data=digits",
+            f"data.classes={classes}", f"data.image_size={args.size}",
+            f"data.batch_size={args.batch_size}", "trainer=cpu" if args.cpu else "trainer=gpu",
+            f"trainer.max_epochs={args.epochs}", "trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false", "optimizer=adam", "lr=1e-3", "name=bench_gpu"]
 
 
-def model_for(name: str, classes: int, channels_last: bool) -> torch.nn.Module:
+class SyncCounter:
+    """Counts torch's sync-debug warnings while active (CUDA only)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.count = enabled, 0
+
+    def __enter__(self) -> SyncCounter:
+        if self.enabled:
+            self._catch = warnings.catch_warnings(record=True)
+            self._seen = self._catch.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            torch.cuda.set_sync_debug_mode("default")
+            self.count = sum(SYNC in str(w.message) for w in self._seen)
+            self._catch.__exit__(*exc)
+
+
+def run_pipeline(name: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+    cfg = compose_config("train", overrides(name, args), out)
+    with SyncCounter(not args.cpu) as syncs:
+        record = run_job(cfg, out)
+    if record["status"] != "completed":
+        raise SystemExit(f"{name}: pipeline job {record['status']}: {record['error']}")
+    steps = args.epochs * math.ceil(record["data"]["train"] / args.batch_size)
+    return {"rate": record["timing"]["train_samples_per_s"],
+            "syncs": syncs.count / steps if not args.cpu else math.nan,
+            "mem": record["timing"]["peak_mem_mb"], "precision": record["device"]["precision"]}
+
+
+def run_plain(name: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+    """The same training, hand-written: what the pipeline's overhead is measured against."""
+    cfg = compose_config("train", overrides(name, args), out)
+    setup = job_device.setup(cfg.trainer, cfg.channels_last)
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, num_classes=classes)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
-
-
-def run_pipeline(name: str, data: TensorDataset, args: argparse.Namespace) -> tuple[float, float]:
-    gpu = not args.cpu
-    model = model_for(name, args.classes, gpu)
-    module = ClassifierModule(model, lambda p: torch.optim.Adam(p, lr=1e-4), args.classes,
-                              channels_last=gpu)
-    trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1,
-                        precision="bf16-mixed" if gpu else "32-true", benchmark=gpu,
-                        max_epochs=2, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    loader = make_loader(data, args.batch_size, shuffle=True, pin_memory=gpu)
-    if gpu:
-        torch.cuda.reset_peak_memory_stats()
-    # Epoch 1 warms up (cudnn autotuning, allocator); epoch 2 is timed from the module count.
-    timer = {}
-
-    class Clock(L.Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            if gpu:
-                torch.cuda.synchronize()
-            timer["start"], timer["samples"] = time.perf_counter(), pl_module.samples_trained
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            if gpu:
-                torch.cuda.synchronize()
-            timer["rate"] = ((pl_module.samples_trained - timer["samples"])
-                             / (time.perf_counter() - timer["start"]))
-
-    trainer.callbacks.append(Clock())
-    trainer.fit(module, loader)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else float("nan")
-    return timer["rate"], peak
-
-
-def run_plain(name: str, data: TensorDataset, args: argparse.Namespace) -> tuple[float, float]:
-    gpu = not args.cpu
-    device = torch.device("cuda" if gpu else "cpu")
-    model = model_for(name, args.classes, gpu).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loader = make_loader(data, args.batch_size, shuffle=True, pin_memory=gpu)
-    if gpu:
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.reset_peak_memory_stats()
-    rate = 0.0
-    for epoch in range(2):
-        if gpu:
+    model = timm.create_model(name, pretrained=False,
+                              num_classes=len(args.classes) if args.classes else 10)
+    splits = build_data(cfg.data, data_config(model, args.size))
+    model = model.to(setup.device).train()
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler(enabled=setup.precision.startswith("16"))
+    loader = make_loader(splits.train, args.batch_size, shuffle=True,
+                         pin_memory=setup.device.type == "cuda")
+    torch.backends.cudnn.benchmark = setup.device.type == "cuda"
+    job_device.reset_peak_memory(setup.device)
+    samples, steps = 0, 0
+    with SyncCounter(not args.cpu) as syncs:
+        started = time.perf_counter()
+        for _ in range(args.epochs):
+            for x, y in loader:
+                x = x.to(setup.device, non_blocking=True)
+                if setup.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = y.to(setup.device, non_blocking=True)
+                with torch.autocast(setup.device.type, dtype=setup.autocast or torch.float32,
+                                    enabled=setup.autocast is not None):
+                    loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                samples, steps = samples + len(y), steps + 1
+        if setup.device.type == "cuda":
             torch.cuda.synchronize()
-        started, samples = time.perf_counter(), 0
-        for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            if gpu:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
-                loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            samples += len(y)
-        if gpu:
-            torch.cuda.synchronize()
-        rate = samples / (time.perf_counter() - started) if epoch == 1 else rate
-    peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else float("nan")
-    return rate, peak
+        elapsed = time.perf_counter() - started
+    return {"rate": samples / elapsed, "syncs": syncs.count / steps if not args.cpu else math.nan,
+            "mem": job_device.peak_memory_mb(setup.device), "precision": setup.precision}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=PAPER)
-    parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--size", type=int, default=None, help="image size (224; --cpu: 32)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=None, help="3; --cpu: 1")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--classes", type=int, nargs="+", default=None,
+                        help="digit classes (all ten; --cpu: 0 1)")
     parser.add_argument("--cpu", action="store_true", help="dry run without a GPU")
     args = parser.parse_args()
+    args.models = args.models or (["test_resnet"] if args.cpu else PAPER)
+    args.size = args.size or (32 if args.cpu else 224)
+    args.epochs = args.epochs or (1 if args.cpu else 3)
+    args.classes = args.classes or ([0, 1] if args.cpu else None)
     if not args.cpu and not torch.cuda.is_available():
         raise SystemExit("no CUDA device; run on a GPU machine, or use --cpu for a dry run")
-    device = "cpu" if args.cpu else torch.cuda.get_device_name()
-    print(f"{device}; {args.images} generated images at {args.size}px, batch {args.batch_size}, "
-          "freeze=none, Adam; second epoch timed")
-    print(f"{'model':18s} {'pipeline/s':>11s} {'plain/s':>9s} {'ratio':>6s} "
-          f"{'pipe MiB':>9s} {'plain MiB':>9s}")
-    data = generated(args.images, args.size, args.classes)
-    for name in args.models:
-        ours, ours_mem = run_pipeline(name, data, args)
-        plain, plain_mem = run_plain(name, data, args)
-        print(f"{name:18s} {ours:11.0f} {plain:9.0f} {ours / plain:6.2f} "
-              f"{ours_mem:9.0f} {plain_mem:9.0f}", flush=True)
-        if not args.cpu:
-            torch.cuda.empty_cache()
+    print(f"{'cpu' if args.cpu else 'GPU'}; digits at {args.size}px, batch {args.batch_size}, "
+          f"{args.epochs} epochs, freeze=none, Adam; medians of {args.repeats}")
+    print(f"{'model':16s} {'precision':10s} {'pipeline/s':>10s} {'plain/s':>8s} {'ratio':>6s} "
+          f"{'syncs/step':>10s} {'plain':>6s} {'pipe MiB':>9s} {'plain MiB':>9s}")
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as scratch:
+        for name in args.models:
+            pipe, plain = [], []
+            for repeat in range(args.repeats):  # interleaved, so drift hits both alike
+                pipe.append(run_pipeline(name, args, Path(scratch) / f"{name}-{repeat}"))
+                plain.append(run_plain(name, args, Path(scratch) / f"{name}-plain-{repeat}"))
+
+            def median(runs: list[dict[str, float]], key: str) -> float:
+                return statistics.median(r[key] for r in runs)
+
+            ratio = statistics.median(p["rate"] / q["rate"] for p, q in zip(pipe, plain,
+                                                                             strict=True))
+            print(f"{name:16s} {pipe[0]['precision']:10s} {median(pipe, 'rate'):10.0f} "
+                  f"{median(plain, 'rate'):8.0f} {ratio:6.2f} {median(pipe, 'syncs'):10.1f} "
+                  f"{median(plain, 'syncs'):6.1f} {median(pipe, 'mem'):9.0f} "
+                  f"{median(plain, 'mem'):9.0f}", flush=True)
+            if not args.cpu:
+                torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ as a user runs them; and the sbatch script the Slurm preset makes, without a clu
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -96,6 +97,31 @@ def test_a_failing_job_does_not_stop_parallel_jobs(tmp_path):
     assert "[4/4]" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_job_and_the_others_complete(tmp_path):
+    # The worker running one job is SIGKILLed (as the host's OOM killer would): that job
+    # gets a failed record, a fresh worker takes its slot, the other seven complete.
+    tests_dir = str(Path(__file__).parent)
+    env = {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+    done = run_script("train.py", "-m", "experiment=smoke", "hydra/launcher=local_gpus",
+                      "hydra.launcher.n_jobs=2",
+                      "+hydra.callbacks.killer._target_=sigkill_callback.KillWorker",
+                      "+hydra.callbacks.killer.model=test_efficientnet",
+                      "+hydra.callbacks.killer.freeze=base",
+                      "+hydra.callbacks.killer.optimizer=adam", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = records(tmp_path.joinpath(*SWEEP))
+    assert len(found) == 8
+    failed = {name: r for name, r in found.items() if r["status"] == "failed"}
+    assert list(failed) == ["freeze=base,model=test_efficientnet,optimizer=adam"]
+    record = failed["freeze=base,model=test_efficientnet,optimizer=adam"]
+    assert "worker process died" in record["error"] and "SIGKILL" in record["error"]
+    assert record["run"]["model"] == "test_efficientnet" and record["run"]["optimizer"] == "adam"
+    assert record["schema"] == 1 and record["config_hash"]
+    assert sum(r["status"] == "completed" for r in found.values()) == 7
+    assert "[8/8]" in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(("preset", "jobs"), [("smoke", 8), ("demo", 72), ("paper", 72),
                                               ("depth", 54)])
 def test_seeds_multiply_every_preset(preset, jobs):
@@ -121,7 +147,13 @@ def _hydra_config(tmp_path: Path, *overrides: str):
 
 def test_slurm_preset_defaults_and_overrides(tmp_path):
     launcher = _hydra_config(tmp_path).hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher._target_ == "hydra_plugins.paramcorr_launchers.SlurmLauncher"
+    from hydra_plugins.paramcorr_launchers import SlurmLauncher
+
+    # submitit's own Slurm launcher underneath (by name: Hydra's plugin scan may load the
+    # plugin modules a second time, so class identity is not stable).
+    assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in {
+        f"{c.__module__}.{c.__name__}" for c in SlurmLauncher.__mro__}
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)
     assert launcher.partition is None  # the cluster's default partition
     launcher = _hydra_config(tmp_path, "hydra.launcher.partition=gpu",
@@ -163,6 +195,9 @@ def test_slurm_preset_makes_the_expected_sbatch_script(tmp_path, monkeypatch):
     assert {"#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --mem=64GB",
             "#SBATCH --time=240", "#SBATCH --cpus-per-task=8", "#SBATCH --array=0-2%2",
             "#SBATCH --job-name=paramcorr-paper", "#SBATCH --ntasks-per-node=1"} <= lines
+    # srun gets the CPUs too (Slurm >= 22.05 does not pass sbatch's --cpus-per-task on).
+    srun = [line for line in lines if line.startswith("srun ")]
+    assert len(srun) == 1 and "--cpus-per-task=8" in srun[0].split()
     # Task logs land in the sweep dir, beside the records.
     assert any(line.startswith(f"#SBATCH --output={tmp_path}/multirun/paper/.submitit/")
                for line in lines)

@@ -24,9 +24,14 @@ class ClassifierModule(L.LightningModule):
     """
 
     def __init__(self, net: nn.Module, optimizer_factory: OptimizerFactory, num_classes: int,
-                 strategy: str = "none", channels_last: bool = False) -> None:
+                 strategy: str = "none", channels_last: bool = False,
+                 train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.net = net
+        # A compiled view of ``net`` for training steps only (compile=true; see
+        # paramcorr.device.compile_for_training). Kept out of the module tree, so parameters
+        # and checkpoints see ``net`` once.
+        self.__dict__["train_forward"] = train_forward
         self.optimizer_factory = optimizer_factory
         self.strategy = strategy
         self.channels_last = channels_last
@@ -53,7 +58,13 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
                       batch_idx: int) -> torch.Tensor | None:
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        if self.train_forward is not None:
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = self.train_forward(x)
+        else:
+            logits = self(x)
+        loss = F.cross_entropy(logits, y)
         if not math.isfinite(loss.item()):
             self.diverged = True
             self.trainer.should_stop = True

@@ -413,12 +413,16 @@ def validate_trainer(trainer: DictConfig) -> None:
             close = difflib.get_close_matches(str(key), sorted(known), n=3)
             hint = f"; did you mean {', '.join('trainer.' + c for c in close)}?" if close else ""
             raise UserError(f"trainer.{key} is not a lightning.Trainer argument{hint}")
+    from paramcorr.device import check_single_device
+
+    check_single_device(trainer)  # one job = one device: no DDP, devices>1, lists or -1
     max_epochs = trainer.get("max_epochs")
     _require(max_epochs is None or max_epochs >= 0,
              f"trainer.max_epochs={max_epochs} must be >= 0")
     precision = trainer.get("precision")
-    _require(precision is None or precision in precisions(),
-             f"trainer.precision={precision} is not a Lightning precision; use one of "
+    # auto: chosen for the job's device at its start (paramcorr.device.resolve_precision).
+    _require(precision is None or precision == "auto" or precision in precisions(),
+             f"trainer.precision={precision} is not a Lightning precision; use auto or one of "
              f"{', '.join(str(p) for p in precisions())}")
     problem = _accelerator_problem(trainer.get("accelerator", "auto"))
     _require(problem is None, problem or "")

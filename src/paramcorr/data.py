@@ -435,13 +435,54 @@ def _listing_hash(root: Path, gen_root: str | None) -> str:
 # --- loaders ------------------------------------------------------------------------------
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity (taskset, cgroups, and the share a local_gpus
+    slot narrows it to), capped by a Slurm allocation (``SLURM_CPUS_PER_TASK``)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        cpus = min(cpus, int(slurm))
+    return max(1, cpus)
+
+
 def default_num_workers(dataset: Dataset) -> int:
+    """Loader workers when ``data.num_workers`` is null: none for in-memory tensors, else one
+    per available CPU but one (for the training process), at most 8."""
     if isinstance(dataset, TensorDataset | AugmentedTensors):
         return 0
     inner = dataset.dataset if isinstance(dataset, Subset) else dataset
     if isinstance(inner, TensorDataset | AugmentedTensors):
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, available_cpus() - 1))
+
+
+# Batches a worker keeps ready (DataLoader's prefetch_factor default).
+_PREFETCH = 2
+
+
+def fit_shared_memory(workers: int, sample_bytes: int, batch_size: int,
+                      shm_free: int | None) -> int:
+    """Workers whose ready batches fit in half of /dev/shm (workers hand batches over there).
+
+    A float32 batch of 256 images at 299 px is 274 MB; 8 workers x 2 ready batches exceed
+    Docker's default 64 MB /dev/shm many times, and the loader then dies with a bus error.
+    """
+    if workers == 0 or shm_free is None:
+        return workers
+    per_worker = sample_bytes * batch_size * _PREFETCH
+    return max(0, min(workers, int(shm_free // 2 // max(per_worker, 1))))
+
+
+def _shm_free() -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return None
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
@@ -449,12 +490,25 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
     """A loader whose shuffle order depends on ``seed`` alone (cached and plain paths agree).
 
     The last training batch is dropped only when it would hold one sample, which BatchNorm
-    in train mode cannot normalize.
+    in train mode cannot normalize. Workers persist across epochs (Lightning's validation
+    loader is iterated every epoch; the job's evaluation reuses it), and are only as many as
+    /dev/shm can hold batches for.
     """
     workers = default_num_workers(dataset) if num_workers is None else num_workers
+    if workers > 0 and len(dataset) > 0:
+        sample = dataset[0][0]
+        sample_bytes = sample.nbytes if isinstance(sample, torch.Tensor) else 0
+        fitted = fit_shared_memory(workers, sample_bytes, batch_size, _shm_free())
+        if fitted < workers:
+            import logging
+
+            logging.getLogger("paramcorr").warning(
+                "%d loader workers instead of %d: their batches would not fit in /dev/shm "
+                "(raise it, e.g. docker --shm-size=8g, or lower data.batch_size / "
+                "data.eval_batch_size / data.num_workers)", fitted, workers)
+            workers = fitted
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     drop_last = shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
-                      persistent_workers=workers > 0 and shuffle)
-
+                      persistent_workers=workers > 0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import resource
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,12 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, TensorDataset
 
-from paramcorr import backbones, depth, feature_cache, freezing, loggers, training
+from paramcorr import backbones, depth, device, feature_cache, freezing, loggers, training
 from paramcorr.atomic import JobBusy, job_lock, remove_stale_temps, writing_to
 from paramcorr.classifier import ClassifierModule
 from paramcorr.config import validate
 from paramcorr.data import DataSplits, build_data, count_classes, make_loader
-from paramcorr.errors import UserError
+from paramcorr.errors import UserError, is_out_of_memory
 from paramcorr.evaluation import evaluate
 from paramcorr.inputs import input_identity
 from paramcorr.record import (
@@ -68,8 +67,12 @@ class _PartialRecord:
     # Which weights were evaluated ("best" or "last"), and why not the configured ones.
     evaluated_epoch: str | None = None
     evaluated_reason: str | None = None
+    # Where it ran: device type and name, resolved precision, channels_last (device.py).
+    device: dict[str, Any] | None = None
     # The training loss became non-finite (the run diverged).
     diverged: bool = False
+    # What the job was doing (build, features, fit, evaluate): an OOM names that batch size.
+    phase: str = "build"
     # A non-finite evaluation metric that is not divergence: the run cannot be completed.
     non_finite: str | None = None
 
@@ -85,7 +88,7 @@ class _PartialRecord:
         # As the file holds them (JSON has no NaN): the record returned is the record written.
         metrics = {k: _number_or_none(v) for k, v in metrics.items()}
         timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **self.timing}
-        extra = {"inputs": self.inputs, "data": self.data,
+        extra = {"inputs": self.inputs, "data": self.data, "device": self.device,
                  "cached_features": self.cached_features, "feature_cache": self.feature_cache,
                  "evaluated_epoch": self.evaluated_epoch,
                  "evaluated_reason": self.evaluated_reason}
@@ -154,22 +157,6 @@ def _check_before_training(cfg: DictConfig) -> None:
                             "more often")
 
 
-def _autocast_dtype(precision: Any) -> torch.dtype | None:
-    text = str(precision)
-    if "bf16" in text:
-        return torch.bfloat16
-    if text.startswith("16"):
-        return torch.float16
-    return None
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux: the process's peak so far (a sweep shares one process).
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 @dataclass
 class _Inputs:
     """What the classifier trains and is evaluated on: images, or cached frozen features."""
@@ -203,18 +190,19 @@ def _build(cfg: DictConfig, partial: _PartialRecord) -> tuple[torch.nn.Module, D
     return model, splits
 
 
-def _make_trainer(cfg: DictConfig, output_dir: Path) -> tuple[Any, Any, Any]:
+def _make_trainer(cfg: DictConfig, output_dir: Path, precision: str) -> tuple[Any, Any, Any]:
     """The Lightning Trainer, its logger, and the best-epoch checkpoint (eval_weights=best)."""
     logger = instantiate(cfg.logger) if cfg.logger else False
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs["precision"] = precision  # resolved for this device (trainer=gpu: auto)
     trainer, checkpoint = training.make_trainer(
-        OmegaConf.to_container(cfg.trainer, resolve=True), output_dir, logger=logger,
+        trainer_kwargs, output_dir, logger=logger,
         keep_best=str(cfg.eval_weights).lower() == "best")
     return trainer, logger, checkpoint
 
 
 def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
-            partial: _PartialRecord, device: torch.device, autocast: torch.dtype | None,
-            channels_last: bool) -> _Inputs:
+            partial: _PartialRecord, dev: device.DeviceSetup) -> _Inputs:
     """Images through the model, or (freeze=base, cache on) features through the head."""
     use_cache = _wants_cache(cfg, splits, model)
     partial.cached_features = use_cache
@@ -224,16 +212,18 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
             evaluate_sets["gen"] = splits.gen
         return _Inputs(model, cfg.freeze.strategy, splits.train, evaluate_sets)
     started = time.perf_counter()
-    model.to(device)
+    model.to(dev.device)
     key = feature_cache.cache_key(
         cfg.model.name,
         feature_cache.weights_identity(cfg.model.weights, cfg.seed,
                                        model.pretrained_cfg.get("tag")),
-        splits.fingerprint, str(cfg.trainer.get("precision")))
+        splits.fingerprint, dev.precision)
     features, hit = feature_cache.load_or_compute(
         model, splits, key, Path(cfg.paths.cache_dir) / "features", cfg.data.eval_batch_size,
-        device, autocast, channels_last)
+        dev.device, dev.autocast, dev.channels_last)
     partial.timing["features_s"] = time.perf_counter() - started
+    if not hit:
+        partial.timing["features_peak_mem_mb"] = device.peak_memory_mb(dev.device)
     partial.feature_cache = {"key": key, "hit": hit}
     datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
     # The head has no train/eval behaviour of its own: nothing to hold frozen.
@@ -241,14 +231,19 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
 
 
 def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_classes: int,
-              device: torch.device, autocast: torch.dtype | None) -> dict[str, float]:
-    """Eval-mode metrics on every split, and the train-test gaps."""
+              device: torch.device, autocast: torch.dtype | None,
+              loaders: dict[str, Any] | None = None) -> dict[str, float]:
+    """Eval-mode metrics on every split, and the train-test gaps.
+
+    ``loaders``: loaders already made for a split (fit's validation loader, whose workers
+    persist), reused instead of forking new workers.
+    """
     module.to(device).eval()
     metrics: dict[str, float] = {}
     for split, dataset in inputs.evaluate.items():
-        loader = make_loader(dataset, cfg.data.eval_batch_size, shuffle=False,
-                             num_workers=cfg.data.num_workers,
-                             pin_memory=device.type == "cuda")
+        loader = (loaders or {}).get(split) or make_loader(
+            dataset, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda")
         result = evaluate(module, loader, num_classes, device, autocast)
         metrics[f"{split}_acc"] = result["acc"]
         metrics[f"{split}_loss"] = result["loss"]
@@ -281,22 +276,26 @@ def _judge_metrics(metrics: dict[str, float], partial: _PartialRecord) -> None:
 
 def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord) -> None:
     model, splits = _build(cfg, partial)
-    trainer, logger, checkpoint = _make_trainer(cfg, output_dir)
-    device = trainer.strategy.root_device
-    autocast = _autocast_dtype(cfg.trainer.get("precision"))
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    if channels_last:
+    # Placed by the launcher already; CUDA starts here, on the job's device (device.py).
+    dev = device.setup(cfg.trainer, cfg.channels_last)
+    partial.device = dev.describe()
+    trainer, logger, checkpoint = _make_trainer(cfg, output_dir, dev.precision)
+    if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    inputs = _inputs(cfg, model, splits, partial, device, autocast, channels_last)
+    device.reset_peak_memory(dev.device)
+    partial.phase = "features"
+    inputs = _inputs(cfg, model, splits, partial, dev)
+    # peak_mem_mb: this job's fit and evaluation, whether the feature cache was cold or warm.
+    device.reset_peak_memory(dev.device)
+    partial.phase = "fit"
 
-    net = torch.compile(inputs.net) if cfg.compile else inputs.net
-    module = ClassifierModule(net, instantiate(cfg.optimizer), splits.num_classes,
-                              strategy=inputs.strategy, channels_last=channels_last)
+    module = ClassifierModule(inputs.net, instantiate(cfg.optimizer), splits.num_classes,
+                              strategy=inputs.strategy, channels_last=dev.channels_last,
+                              train_forward=device.compile_for_training(inputs.net)
+                              if cfg.compile else None)
     partial.params["in_optimizer"] = sum(
         p.numel() for p in module.net.parameters() if p.requires_grad)
-    pin = device.type == "cuda"
+    pin = dev.device.type == "cuda"
     train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                num_workers=cfg.data.num_workers, pin_memory=pin)
     val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
@@ -312,10 +311,12 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
                                     else "no validation epoch finished, so no best epoch")
 
     started = time.perf_counter()
-    metrics = _evaluate(module, inputs, cfg, splits.num_classes, device, autocast)
+    partial.phase = "evaluate"
+    metrics = _evaluate(module, inputs, cfg, splits.num_classes, dev.device, dev.autocast,
+                        loaders={"val": val_loader})
     partial.metrics.update(metrics)
     partial.timing["eval_s"] = time.perf_counter() - started
-    partial.timing["peak_mem_mb"] = _peak_mem_mb(device)
+    partial.timing["peak_mem_mb"] = device.peak_memory_mb(dev.device)
     _judge_metrics(metrics, partial)
     loggers.log_final(logger, metrics, partial.params, partial.run, trainer.global_step)
     if cfg.save_weights:
@@ -337,14 +338,12 @@ def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) ->
     return True
 
 
-
-
-def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path) -> str:
+def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path,
+                   phase: str = "fit") -> str:
     if isinstance(err, UserError):
         return str(err)
-    if isinstance(err, torch.OutOfMemoryError | MemoryError):
-        return (f"out of memory at data.batch_size={cfg.data.batch_size}; lower data.batch_size "
-                "(or data.image_size)")
+    if is_out_of_memory(err):
+        return device.oom_message(cfg, phase)
     first = (str(err).strip().splitlines() or [""])[0][:300]
     log_path = output_dir / "error.log"
     try:
@@ -425,7 +424,7 @@ def _run_locked(cfg: DictConfig, output_dir: Path) -> RunRecord | NotRun:
     except Exception as err:  # noqa: BLE001 - every failure becomes the run's record
         if cfg.get("strict", False):
             raise
-        error = _error_message(err, cfg, output_dir)
+        error = _error_message(err, cfg, output_dir, partial.phase)
     finally:
         # Free what the job built (Lightning's trainer holds reference cycles) before the next
         # job of a sweep in this process.

@@ -3,13 +3,20 @@
 Used by ``hydra/launcher=local_gpus`` (joblib workers). A worker process claims a *slot*
 (0..n-1, n = jobs at once) the first time it runs a job, by locking a file under the sweep
 dir, and keeps it for its lifetime: slot ``s`` sees only GPU ``s % G`` (``CUDA_VISIBLE_DEVICES``
-set before anything in the process touches CUDA) and ``cores // n`` torch threads.
+set before anything in the process touches CUDA) and ``cores // n`` cores: its CPU affinity
+is narrowed to its own ``cores // n`` cores (data-loader workers inherit it) and torch uses as
+many threads.
 
 Why slots and not the job number: joblib hands jobs to whichever worker is free, so job ``k``
 and job ``k + G`` can run at the same time; a lock held by the live worker process is the only
 assignment that never puts two running jobs on one GPU. Locks die with their process, so a
 crashed worker frees its slot for its replacement. Why per process and not per job: CUDA reads
 ``CUDA_VISIBLE_DEVICES`` once per process, so a reused worker could not move to another GPU.
+
+Nothing here initialises CUDA: GPUs are discovered with ``nvidia-smi`` or, failing that, with
+torch in a subprocess, so the launching process and the workers stay free to be pinned. If
+discovery fails while the trainer wants a GPU the sweep is refused rather than run with every
+job on GPU 0; on CPU sweeps the workers see no GPU at all.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -88,24 +97,55 @@ def parse_gpus(value: Any) -> list[str] | None:
     return [str(g) for g in value]
 
 
-def discover_gpus() -> list[str]:
+class DiscoveryError(UserError):
+    """The GPUs could not be counted (a tool failed), as opposed to: there are none."""
+
+
+def discover_gpus(timeout_s: float = 30.0) -> list[str]:
     """The GPUs this process may use, found without initializing CUDA here.
 
     ``CUDA_VISIBLE_DEVICES`` if set (a scheduler's allocation wins); else the NVIDIA driver's
-    list via ``nvidia-smi -L`` (a subprocess, so this process's CUDA stays uninitialized and
-    can still be pinned); else none.
+    list via ``nvidia-smi -L``; if that is missing or fails, ``torch.cuda.device_count()``
+    in a subprocess. Both run in subprocesses, so this process's CUDA stays uninitialized and
+    can still be pinned. Raises :class:`DiscoveryError` if neither could answer.
     """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    failures = []
     smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
+    if smi is not None:
+        try:
+            done = subprocess.run([smi, "-L"], capture_output=True, text=True,
+                                  timeout=timeout_s, check=True)
+            return [str(i) for i, line in enumerate(done.stdout.splitlines())
+                    if line.startswith("GPU ")]
+        except (OSError, subprocess.SubprocessError) as err:
+            failures.append(f"nvidia-smi: {type(err).__name__}")
+    count = _torch_device_count(timeout_s)
+    if count is None:
+        failures.append("torch.cuda.device_count in a subprocess failed")
+        raise DiscoveryError(
+            f"could not count the GPUs ({'; '.join(failures)}); set "
+            "hydra.callbacks.gpu_placement.gpus=\"0,1,...\" (or CUDA_VISIBLE_DEVICES)")
+    return [str(i) for i in range(count)]
+
+
+def _torch_device_count(timeout_s: float) -> int | None:
+    """``torch.cuda.device_count()`` asked of a fresh interpreter (CUDA untouched here)."""
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+        done = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+            capture_output=True, text=True, timeout=timeout_s, check=True)
+        return int(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def gpu_trainer(config: DictConfig) -> bool:
+    """Whether the jobs' trainer asks for a GPU by name (``auto`` takes one if it sees one)."""
+    accelerator = OmegaConf.select(config, "trainer.accelerator", default=None)
+    return str(accelerator).lower() in ("gpu", "cuda")
 
 
 def available_cores() -> int:
@@ -163,21 +203,48 @@ def claim_slot(lock_dir: Path, slots: int, poll_s: float = 0.5,
         time.sleep(poll_s)
 
 
+def core_share(placement: Placement, cores: Sequence[int]) -> list[int]:
+    """The slot's own cores: ``threads`` consecutive ones of ``cores`` (all when one slot)."""
+    cores = sorted(cores)
+    if placement.slots == 1 or len(cores) < placement.slots:
+        return cores
+    start = placement.slot * placement.threads
+    return cores[start:start + placement.threads]
+
+
 def apply(placement: Placement) -> None:
     """Pin this process: its GPU (before CUDA starts) and its share of the cores."""
     import torch
 
-    if placement.gpu is not None:
-        if torch.cuda.is_initialized():
-            # Too late to pin by environment; say so rather than silently sharing a GPU.
-            log.warning("CUDA already initialized in this process; cannot pin it to GPU %s",
-                        placement.gpu)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = placement.gpu
+    if torch.cuda.is_initialized():
+        # Too late to pin by environment; say so rather than silently sharing a GPU.
+        log.warning("CUDA already initialized in this process; cannot pin it to GPU %s",
+                    placement.gpu)
+    else:
+        # No GPU for this slot: hide them all, so `accelerator: auto` cannot land every job
+        # on a GPU that discovery did not hand out.
+        os.environ["CUDA_VISIBLE_DEVICES"] = placement.gpu if placement.gpu is not None else ""
+    if hasattr(os, "sched_setaffinity"):
+        # Data-loader workers inherit the affinity, and size themselves from it.
+        os.sched_setaffinity(0, core_share(placement, os.sched_getaffinity(0)))
     torch.set_num_threads(placement.threads)
     # Libraries started later in this process (and its children) read these.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(placement.threads)
+
+
+@contextmanager
+def refusing() -> Iterator[None]:
+    """Turn a :class:`UserError` in a launching-process callback into one line and exit 1.
+
+    Hydra turns an exception in a callback into a warning and goes on, so a refusal raised
+    there would not stop the sweep; ``SystemExit`` is not caught.
+    """
+    try:
+        yield
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from err
 
 
 class GpuPlacement(Callback):
@@ -192,20 +259,46 @@ class GpuPlacement(Callback):
         self.slots = slots
         self.gpus = gpus
         self.jobs_per_gpu = jobs_per_gpu
+        # Found once by the launching process; the workers get this object pickled.
+        self._discovered: list[str] | None = None
 
     def _slots(self, config: DictConfig) -> int:
-        if self.slots is not None:
-            return int(self.slots)
         n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
-        return effective_jobs(int(n_jobs)) if n_jobs is not None else 1
+        jobs = effective_jobs(int(n_jobs)) if n_jobs is not None else 1
+        if self.slots is None:
+            return jobs
+        if int(self.slots) < jobs:
+            # Workers beyond the slots would wait for a slot forever.
+            raise UserError(f"hydra.callbacks.gpu_placement.slots={self.slots} is fewer than "
+                            f"hydra.launcher.n_jobs={n_jobs}; set slots=null (or >= n_jobs)")
+        return int(self.slots)
 
     def _gpus(self) -> list[str]:
         given = parse_gpus(self.gpus)
-        return given if given is not None else discover_gpus()
+        if given is not None:
+            return given
+        if self._discovered is None:
+            self._discovered = discover_gpus()
+        return self._discovered
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Fail in the launching process, before any job starts, if the GPUs cannot take it.
-        slots, gpus = self._slots(config), self._gpus()
+        with refusing():
+            self.check(config)
+
+    def check(self, config: DictConfig) -> None:
+        """Fail in the launching process, before any job starts, if the GPUs cannot take it."""
+        slots = self._slots(config)
+        try:
+            gpus = self._gpus()
+        except DiscoveryError:
+            if gpu_trainer(config):
+                raise
+            gpus = self._discovered = []  # a CPU sweep: workers are hidden from any GPU
+        if not gpus and gpu_trainer(config):
+            raise UserError(
+                f"trainer.accelerator={config.trainer.accelerator} but no GPU found for "
+                "hydra/launcher=local_gpus; set hydra.callbacks.gpu_placement.gpus=\"0,1\" "
+                "or use trainer=cpu")
         check_capacity(slots, gpus, self.jobs_per_gpu)
         if gpus:
             used = min(len(gpus), slots)
@@ -224,3 +317,28 @@ class GpuPlacement(Callback):
                                       self.jobs_per_gpu)
             apply(_process_placement)
         log.info("placement: %s", _process_placement.describe())
+
+
+class LaunchGuard(Callback):
+    """Refuses, in the launching process, sweeps whose launcher cannot place their jobs.
+
+    ``submitit_local`` hides every GPU from its jobs unless ``gpus_per_node`` is set, and
+    with it starts every job at once on the same GPU(s): it cannot honour one job per GPU.
+    A multi-device trainer is refused here too, before any job is started.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with refusing():
+            self.check(config)
+
+    def check(self, config: DictConfig) -> None:
+        from paramcorr.device import check_single_device
+
+        if "trainer" in config:
+            check_single_device(config.trainer)
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        if target.endswith("submitit_launcher.LocalLauncher") and gpu_trainer(config):
+            raise UserError(
+                "hydra/launcher=submitit_local cannot place GPU jobs (without "
+                "hydra.launcher.gpus_per_node they see no GPU; with it every job starts at once "
+                "on the same GPU); use hydra/launcher=local_gpus, or trainer=cpu")

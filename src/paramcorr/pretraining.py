@@ -20,6 +20,7 @@ from paramcorr import backbones, training
 from paramcorr.classifier import ClassifierModule
 from paramcorr.config import validate_data, validate_optimizer, validate_trainer
 from paramcorr.data import build_data, count_classes, make_loader
+from paramcorr.device import setup as device_setup
 from paramcorr.evaluation import evaluate
 from paramcorr.loggers import quiet_lightning
 
@@ -40,6 +41,8 @@ def pretrain_one(cfg: DictConfig, model_name: str, path: Path) -> float:
     splits = build_data(cfg.data, dcfg)
     module = ClassifierModule(model, instantiate(cfg.optimizer), splits.num_classes)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # trainer=gpu says precision=auto: resolved for this device (paramcorr.device).
+    trainer_kwargs["precision"] = device_setup(cfg.trainer, None).precision
     # Small nets at 32px swing from epoch to epoch; keep the best epoch by validation.
     with tempfile.TemporaryDirectory(dir=path.parent.parent) as scratch:
         trainer, best = training.make_trainer(trainer_kwargs, Path(scratch), keep_best=True,

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file
 
 from helpers import ROOT, assert_schema_valid, run_script
 from paramcorr import record as record_module
@@ -280,7 +279,8 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
     common = ("freeze=base", f"paths.cache_dir={cache}")
     first = run_job(train_config(*common), tmp_path / "first")
     assert first["feature_cache"]["hit"] is False
-    entry = cache / "features" / f"{first['feature_cache']['key']}.safetensors"
+    # An entry is a directory of .npy arrays and a manifest (paramcorr.cache_store).
+    entry = cache / "features" / first["feature_cache"]["key"] / "train.features.npy"
     good = entry.read_bytes()
     assert run_job(train_config(*common, "lr=1e-2"), tmp_path / "hit")["feature_cache"]["hit"]
 
@@ -289,14 +289,15 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
         entry.write_bytes(good[: len(good) // 2])
     elif damage == "garbage":
         entry.write_bytes(b"\x00" * 64 + good[64:])
-    else:  # a pickle under the entry's name: safetensors never unpickles
+    else:  # a pickle under the array's name: numpy is told never to unpickle
         torch.save({"train.features": _RunsCode(marker)}, entry)
     again = run_job(train_config(*common, "lr=1e-4"), tmp_path / "again")
     assert again["status"] == "completed", again["error"]
     assert again["feature_cache"] == {"key": first["feature_cache"]["key"], "hit": False}
     assert not marker.exists()
-    rewritten = load_file(str(entry))  # the entry is whole again
-    assert {"train.features", "val.features", "test.features"} <= set(rewritten)
+    assert entry.read_bytes() == good  # the entry is whole again, the same features
+    manifest = json.loads((entry.parent / "manifest.json").read_text())
+    assert {"train.features", "val.features", "test.features"} <= set(manifest["arrays"])
     for key in METRICS_SAME_FEATURES:
         assert again["metrics"][key] is not None
     assert not list((cache / "features").glob("*.tmp")) and not list(

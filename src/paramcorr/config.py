@@ -53,6 +53,9 @@ class DataConfig:
     # imagefolder
     root: str | None = None
     generalization_root: str | None = None
+    # Decoded-input cache (imagefolder, no augmentation): auto | true | false, and its cap.
+    cache_inputs: str = "auto"
+    cache_max_gb: float = 50.0
 
 
 @dataclass
@@ -184,6 +187,8 @@ def validate_data(data: DictConfig) -> None:
              and data.val_fraction + data.test_fraction < 1,
              "data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
     _choice("data.on_bad_image", data.on_bad_image, BAD_IMAGE_POLICIES)
+    _choice("data.cache_inputs", data.cache_inputs, CACHE_MODES)
+    _require(data.cache_max_gb >= 0, f"data.cache_max_gb={data.cache_max_gb} must be >= 0")
 
 
 def validate_trainer(trainer: DictConfig) -> None:

@@ -148,9 +148,13 @@ class _Inputs:
     """What the classifier trains and is evaluated on: images, or cached frozen features."""
 
     net: torch.nn.Module
-    strategy: str
+    # Whether the module holds the frozen parts in eval mode (a head alone has none).
+    hold_frozen: bool
     train: Dataset
     evaluate: dict[str, Dataset]
+    # uint8 batches from the input cache -> the model's normalised float input, on device.
+    input_norm: torch.nn.Module | None = None
+    features: bool = False
 
 
 def _build(cfg: DictConfig, progress: _Progress) -> tuple[torch.nn.Module, DataSplits]:
@@ -206,11 +210,12 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progres
     """Images through the model, or (freeze=base, cache on) features through the head."""
     use_cache = _wants_cache(cfg, splits, model)
     progress.extra["cached_features"] = use_cache
+    splits, input_norm = _cached_inputs(cfg, model, splits, progress, use_cache)
     if not use_cache:
         evaluate = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
         if splits.gen is not None:
             evaluate["gen"] = splits.gen
-        return _Inputs(model, cfg.freeze.strategy, splits.train, evaluate)
+        return _Inputs(model, True, splits.train, evaluate, input_norm)
     started = time.perf_counter()
     model.to(device)
     key = feature_cache.cache_key(
@@ -220,12 +225,32 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, progres
         splits.fingerprint, str(cfg.trainer.get("precision")))
     features, hit = feature_cache.load_or_compute(
         model, splits, key, Path(cfg.paths.cache_dir) / "features", cfg.data.eval_batch_size,
-        device, autocast, channels_last)
+        device, autocast, channels_last,
+        prepare=input_norm.to(device) if input_norm is not None else None)
     progress.timing["features_s"] = time.perf_counter() - started
     progress.extra["feature_cache"] = {"key": key, "hit": hit}
     datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
-    # The head has no train/eval behaviour of its own: nothing to hold frozen.
-    return _Inputs(model.get_classifier(), "none", datasets["train"], datasets)
+    return _Inputs(model.get_classifier(), False, datasets["train"], datasets, features=True)
+
+
+def _cached_inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
+                   progress: _Progress, features: bool
+                   ) -> tuple[DataSplits, torch.nn.Module | None]:
+    """The splits from the decoded-input cache (data.cache_inputs), where it is used."""
+    from paramcorr import input_cache
+
+    mode = str(cfg.data.cache_inputs).lower()
+    if mode == "false" or (features and mode == "auto"):
+        return splits, None  # off, or nothing to gain: the head trains on cached features
+    input_size = tuple(backbones.data_config(model, cfg.data.image_size)["input_size"])
+    served = input_cache.cached_splits(splits, mode, cfg.data.cache_max_gb,
+                                       Path(cfg.paths.cache_dir) / "inputs", input_size,
+                                       cfg.data.num_workers)
+    if served is None:
+        return splits, None
+    cached, norm, info = served
+    progress.extra["input_cache"] = info
+    return cached, norm
 
 
 def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_classes: int,
@@ -252,7 +277,7 @@ def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_cla
 def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) -> None:
     from hydra.utils import instantiate
 
-    from paramcorr.classifier import ClassifierModule
+    from paramcorr.classifier import ClassifierModule, epoch_loader
 
     model, splits = _build(cfg, progress)
     trainer, logger, checkpoint = _make_trainer(cfg, output_dir)
@@ -266,13 +291,18 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
     inputs = _inputs(cfg, model, splits, progress, device, autocast, channels_last)
 
     net = torch.compile(inputs.net) if cfg.compile else inputs.net
-    module = ClassifierModule(net, instantiate(cfg.optimizer), splits.num_classes,
-                              strategy=inputs.strategy, channels_last=channels_last)
-    progress.params["in_optimizer"] = sum(
-        p.numel() for p in module.net.parameters() if p.requires_grad)
     pin = device.type == "cuda"
     train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
                                num_workers=cfg.data.num_workers, pin_memory=pin)
+    # A head on cached features: one Lightning step per epoch, same batches (classifier.py).
+    epochs = epoch_loader(train_loader, trainer) if inputs.features else None
+    module = ClassifierModule(net, instantiate(cfg.optimizer), splits.num_classes,
+                              strategy=cfg.freeze.strategy, channels_last=channels_last,
+                              hold_frozen=inputs.hold_frozen, input_norm=inputs.input_norm,
+                              epoch_steps=epochs is not None)
+    progress.params["in_optimizer"] = sum(
+        p.numel() for p in module.net.parameters() if p.requires_grad)
+    train_loader = epochs or train_loader
     val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, pin_memory=pin)
     started = time.perf_counter()
@@ -300,18 +330,26 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
 
 
 def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) -> bool:
+    """freeze.cache_features: auto = where equivalent; true = must (else a one-line refusal);
+    false = never. It applies to freeze=base only (other strategies train the backbone)."""
     mode = str(cfg.freeze.cache_features).lower()
     if cfg.freeze.strategy != "base" or mode == "false":
         return False
-    if splits.augmented:
-        log.info("feature cache off: data.augment=true changes the inputs every epoch")
+
+    def off(reason: str) -> bool:
+        if mode == "true":
+            raise UserError(f"freeze.cache_features=true but {reason}; set "
+                            "freeze.cache_features=auto (or false) to train through the backbone")
+        log.info("feature cache off: %s", reason)
         return False
+
+    if splits.augmented:
+        return off("data.augment=true changes the inputs every epoch")
     sample = splits.train_eval[0][0].unsqueeze(0)
     model.eval()
     if not feature_cache.head_is_separable(model, sample):
-        log.info("feature cache off: %s's output is not its classifier applied to its "
-                 "pooled features", cfg.model.name)
-        return False
+        return off(f"{cfg.model.name}'s output is not its classifier applied to its pooled "
+                   "features")
     return True
 
 

@@ -10,7 +10,8 @@ import torch
 import torchmetrics
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data._utils.collate import default_collate
 
 from paramcorr.freezing import hold_frozen_in_eval
 
@@ -166,11 +167,27 @@ class EpochOfBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.steps = 0
-        for i, batch in enumerate(self.loader):
+        for i, batch in enumerate(self._batches()):
             if i >= self.limit:
                 break
             self.steps += 1
             yield batch
+
+    def _batches(self) -> Iterator[Any]:
+        dataset = self.loader.dataset
+        if not (isinstance(dataset, TensorDataset) and self.loader.collate_fn is default_collate
+                and self.loader.num_workers == 0):
+            yield from self.loader
+            return
+        # The loader's own batches of indices, drawn from its generator exactly as iterating
+        # the loader draws them (a worker base seed first, then the sampler's permutation),
+        # and gathered from the tensors in one index per batch instead of per-sample
+        # collation: the same values, at a fraction of the cost.
+        indices = iter(self.loader.batch_sampler)
+        torch.empty((), dtype=torch.int64).random_(generator=self.loader.generator)
+        for index in indices:
+            rows = torch.as_tensor(index)
+            yield tuple(t[rows] for t in dataset.tensors)
 
 
 class EpochLoader:

@@ -296,6 +296,8 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, progress: _Progress) ->
                                num_workers=cfg.data.num_workers, pin_memory=pin)
     # A head on cached features: one Lightning step per epoch, same batches (classifier.py).
     epochs = epoch_loader(train_loader, trainer) if inputs.features else None
+    if inputs.features:
+        progress.extra["head_epoch_steps"] = epochs is not None
     module = ClassifierModule(net, instantiate(cfg.optimizer), splits.num_classes,
                               strategy=cfg.freeze.strategy, channels_last=channels_last,
                               hold_frozen=inputs.hold_frozen, input_norm=inputs.input_norm,

@@ -53,8 +53,9 @@ class InputNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.uint8:
             return x
-        # torchvision's to_tensor: .to(float32).div(255); normalize: .sub_(mean).div_(std).
-        return x.to(torch.float32).div(255).sub(self.mean).div(self.std)
+        # torchvision's to_tensor: .to(float32).div(255); normalize: .sub_(mean).div_(std):
+        # the same operations in the same order (bit-identical), in place on one new tensor.
+        return x.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)
 
 
 def dataset_labels(dataset: Dataset) -> np.ndarray | None:

@@ -169,3 +169,14 @@ def test_parallel_jobs_wait_for_one_writer_and_read_its_entry(tmp_path):
         p.join(timeout=60)
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert log.read_text() == "built\n"  # one process computed, the others waited and read
+
+
+def test_a_streamed_array_that_does_not_fit_is_no_cache_not_a_crash(tmp_path, monkeypatch):
+    # A sparse memory map on a full disk would die of SIGBUS mid-write; the blocks are
+    # allocated first, so a full disk is an ENOSPC before any write.
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    assert CacheStore(tmp_path, "test cache").fetch("k", builder([])) is None
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "k").exists()

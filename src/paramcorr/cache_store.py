@@ -62,8 +62,15 @@ class EntryWriter:
 
     def open(self, name: str, shape: tuple[int, ...], dtype: np.dtype | str) -> np.memmap:
         """A writable memory map of ``shape``; fill it in place (flushed on commit)."""
-        array = np.lib.format.open_memmap(self.directory / f"{name}.npy", mode="w+",
-                                          dtype=np.dtype(dtype), shape=shape)
+        path = self.directory / f"{name}.npy"
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+        # The file is sparse: on a full disk, writing through the map would kill the process
+        # (SIGBUS). Allocating its blocks now turns that into ENOSPC here.
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
         self.arrays[name] = array
         return array
 

@@ -89,12 +89,17 @@ def main() -> None:
     head = {"job": [], "plain": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        # Microsecond-sized steps: one thread each, so a busy machine's thread contention
+        # does not swamp the per-step overheads being compared.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         for r in range(args.repeats):
             job_s, plain_s = head_vs_plain(root, common, args.head_epochs, args.head_batch, r)
             head["job"].append(job_s)
             head["plain"].append(plain_s)
             print(f"repeat {r + 1}/{args.repeats}: head on cached features, job fit "
                   f"{job_s:.2f}s, plain loop {plain_s:.2f}s", flush=True)
+        torch.set_num_threads(threads)
         for r in range(0 if args.head_only else args.repeats):
             cache = f"paths.cache_dir={root / f'cache{r}'}"
             single["uncached"].append(timed_job(root, f"u{r}", common + [
@@ -116,7 +121,7 @@ def main() -> None:
                   f"sharing one cache {six['cached'][-1]:.1f}s", flush=True)
     head_ratio = statistics.median(head["plain"]) / statistics.median(head["job"])
     print(f"\nhead on cached features, {args.model}, {args.head_epochs} epochs, batch "
-          f"{args.head_batch}, Adam; medians of {args.repeats} repeats")
+          f"{args.head_batch}, Adam, 1 thread; medians of {args.repeats} repeats")
     print(f"  job fit     {statistics.median(head['job']):7.2f} s")
     print(f"  plain loop  {statistics.median(head['plain']):7.2f} s   job speed = "
           f"{head_ratio:.2f}x the plain loop's (target >= 0.8: "

@@ -97,25 +97,26 @@ class CacheStore:
         found = self._read(key, check, mmap, say=False)
         if found is not None:
             return (*found, True)
-        try:
-            with self._lock(key):
-                # Another process may have written it while this one waited for the lock.
-                found = self._read(key, check, mmap, say=True)
-                if found is not None:
-                    return (*found, True)
-                self._clean_temps(key)
-                self._write(key, build)
-        except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM,
-                                 errno.EDQUOT):
-                raise
-            self._say_unusable(err)
-            return None
-        found = self._read(key, check, mmap, say=True)
-        if found is None:  # written and verified just now: only a vanishing disk gets here
-            raise RuntimeError(f"{self.what} entry {key} failed verification right after "
-                               "it was written")
-        return (*found, False)
+        for _ in range(3):  # an entry removed by someone else right after it was written
+            try:
+                with self._lock(key):
+                    # Another process may have written it while this one waited for the lock.
+                    found = self._read(key, check, mmap, say=True)
+                    if found is not None:
+                        return (*found, True)
+                    self._clean_temps(key)
+                    self._write(key, build)
+                    found = self._read(key, check, mmap, say=True)
+            except OSError as err:
+                if err.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM,
+                                     errno.EDQUOT):
+                    raise
+                self._say_unusable(err)
+                return None
+            if found is not None:
+                return (*found, False)
+        raise RuntimeError(f"{self.what} entry {key} vanished or failed verification right "
+                           "after it was written, three times")
 
     # --- reading and verifying ----------------------------------------------------------
 

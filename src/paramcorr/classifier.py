@@ -154,8 +154,8 @@ def _zero_grads_if(flag: torch.Tensor | None, optimizer: torch.optim.Optimizer) 
     for group in optimizer.param_groups:
         for p in group["params"]:
             if p.grad is not None:
-                p.grad = torch.where(flag, torch.zeros((), dtype=p.grad.dtype,
-                                                       device=p.grad.device), p.grad)
+                # In place, writing only when the flag is set: no copy of the gradients.
+                p.grad.masked_fill_(flag, 0.0)
 
 
 class EpochOfBatches:

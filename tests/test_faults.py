@@ -17,7 +17,6 @@ import pytest
 import timm
 import torch
 from omegaconf import open_dict
-from safetensors.torch import load_file
 
 from helpers import ROOT, assert_schema_valid, run_script
 from paramcorr import record as record_module
@@ -47,6 +46,73 @@ def test_non_finite_loss_gives_a_diverged_record_that_is_kept(train_config, tmp_
     # A diverged run is an outcome, not an error: re-running the sweep does not repeat it.
     again = run_job(cfg, out)
     assert isinstance(again, NotRun) and again.kind == "finished"
+
+
+def test_divergence_is_read_on_the_host_only_every_n_steps_and_stops_training(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from paramcorr import classifier
+    from paramcorr.classifier import DIVERGENCE_CHECK_EVERY, ClassifierModule
+
+    torch.manual_seed(0)
+    x, y = torch.randn(400, 6), torch.randint(0, 3, (400,))
+    first_bad_step = 5
+    x[4 * (first_bad_step - 1)] = float("nan")  # batch 5 (of 4 samples, in order) is NaN
+    head = torch.nn.Linear(6, 3)
+    module = ClassifierModule(head, lambda p: torch.optim.SGD(p, lr=0.1), 3, hold_frozen=False)
+    reads, snapshots = [], {}
+    real_read = ClassifierModule._diverged_now
+
+    def counted(self):
+        reads.append(self.trainer.global_step)
+        return real_read(self)
+
+    class Snapshot(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            snapshots[trainer.global_step] = [p.detach().clone() for p in head.parameters()]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ClassifierModule, "_diverged_now", counted)
+        trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path,
+                            callbacks=[Snapshot()])
+        trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=4))
+    assert module.diverged
+    # Stopped within N steps of the first non-finite loss, not at once (no sync per step).
+    assert first_bad_step < trainer.global_step <= first_bad_step + DIVERGENCE_CHECK_EVERY
+    assert len(reads) <= trainer.global_step // DIVERGENCE_CHECK_EVERY + 1
+    # The non-finite step and every later one were skipped on the device: the weights are
+    # those after the last finite step, finite, untouched since.
+    for before, after in zip(snapshots[first_bad_step - 1], head.parameters(), strict=True):
+        assert torch.isfinite(after).all() and torch.equal(before, after.detach())
+    assert classifier.DIVERGENCE_CHECK_EVERY == DIVERGENCE_CHECK_EVERY
+
+
+def test_a_diverging_head_trained_an_epoch_per_step_stops_within_n_steps(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from paramcorr.classifier import DIVERGENCE_CHECK_EVERY, ClassifierModule, epoch_loader
+
+    torch.manual_seed(0)
+    x, y = torch.randn(400, 6), torch.randint(0, 3, (400,))
+    x[16] = float("inf")  # batch 5 of 4 samples, in order
+    head = torch.nn.Linear(6, 3)
+    start = [p.detach().clone() for p in head.parameters()]
+    trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    epochs = epoch_loader(DataLoader(TensorDataset(x, y), batch_size=4), trainer)
+    assert epochs is not None
+    module = ClassifierModule(head, lambda p: torch.optim.SGD(p, lr=0.1), 3, hold_frozen=False,
+                              epoch_steps=True)
+    trainer.fit(module, epochs)
+    assert module.diverged
+    assert 5 <= trainer.global_step <= 5 + DIVERGENCE_CHECK_EVERY  # of 100 steps per epoch
+    for before, after in zip(start, head.parameters(), strict=True):
+        assert torch.isfinite(after).all() and not torch.equal(before, after.detach())
 
 
 @pytest.mark.slow
@@ -287,7 +353,8 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
     common = ("freeze=base", f"paths.cache_dir={cache}")
     first = run_job(train_config(*common), tmp_path / "first")
     assert first["feature_cache"]["hit"] is False
-    entry = cache / "features" / f"{first['feature_cache']['key']}.safetensors"
+    # An entry is a directory of .npy arrays and a manifest (paramcorr.cache_store).
+    entry = cache / "features" / first["feature_cache"]["key"] / "train.features.npy"
     good = entry.read_bytes()
     assert run_job(train_config(*common, "lr=1e-2"), tmp_path / "hit")["feature_cache"]["hit"]
 
@@ -296,14 +363,15 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
         entry.write_bytes(good[: len(good) // 2])
     elif damage == "garbage":
         entry.write_bytes(b"\x00" * 64 + good[64:])
-    else:  # a pickle under the entry's name: safetensors never unpickles
+    else:  # a pickle under the array's name: numpy is told never to unpickle
         torch.save({"train.features": _RunsCode(marker)}, entry)
     again = run_job(train_config(*common, "lr=1e-4"), tmp_path / "again")
     assert again["status"] == "completed", again["error"]
     assert again["feature_cache"] == {"key": first["feature_cache"]["key"], "hit": False}
     assert not marker.exists()
-    rewritten = load_file(str(entry))  # the entry is whole again
-    assert {"train.features", "val.features", "test.features"} <= set(rewritten)
+    assert entry.read_bytes() == good  # the entry is whole again, the same features
+    manifest = json.loads((entry.parent / "manifest.json").read_text())
+    assert {"train.features", "val.features", "test.features"} <= set(manifest["arrays"])
     # The recomputed features train and evaluate as the images themselves do: the same job
     # without the cache gives the same metrics.
     plain = run_job(train_config(*common, "lr=1e-4", "freeze.cache_features=false"),

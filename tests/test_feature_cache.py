@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from paramcorr import cache_store
 from paramcorr.job import run_job
+from paramcorr.record import METRIC_KEYS
 
 
 def job(train_config, tmp_path: Path, name: str, *overrides: str) -> dict:
@@ -74,7 +78,7 @@ def test_auto_is_off_with_augmentation_and_on_without(train_config, tmp_path):
 
 
 FILL = textwrap.dedent("""
-    import sys, torch, timm
+    import shutil, sys, torch, timm
     from pathlib import Path
     from omegaconf import OmegaConf
     from paramcorr import feature_cache
@@ -89,7 +93,7 @@ FILL = textwrap.dedent("""
     for _ in range(int(sys.argv[2])):
         feature_cache.load_or_compute(model, splits, "samekey", Path(sys.argv[1]), 64,
                                       torch.device("cpu"))
-        (Path(sys.argv[1]) / "samekey.safetensors").unlink(missing_ok=True)
+        shutil.rmtree(Path(sys.argv[1]) / "samekey", ignore_errors=True)
     feature_cache.load_or_compute(model, splits, "samekey", Path(sys.argv[1]), 64,
                                   torch.device("cpu"))
 """)
@@ -103,8 +107,102 @@ def test_two_processes_filling_one_entry_leave_one_readable_entry(tmp_path):
     procs = [subprocess.Popen([sys.executable, str(script), str(cache), "3"])
              for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    entries = list(cache.iterdir())
-    assert [e.name for e in entries] == ["samekey.safetensors"]  # no temp files left behind
-    tensors = load_file(str(entries[0]))
-    assert tensors["train.features"].shape[0] == tensors["train.labels"].shape[0]
-    assert {k.split(".")[0] for k in tensors} == {"train", "val", "test", "gen"}
+    entries = sorted(e.name for e in cache.iterdir())
+    assert entries == ["samekey", "samekey.lock"]  # no temp dirs left behind
+    manifest = json.loads((cache / "samekey" / "manifest.json").read_text())
+    arrays = manifest["arrays"]
+    assert arrays["train.features"]["shape"][0] == arrays["train.labels"]["shape"][0]
+    assert {k.split(".")[0] for k in arrays} == {"train", "val", "test", "gen"}
+
+
+# --- damaged, foreign and stale entries -----------------------------------------------------
+
+
+def _rewrite(entry: Path, name: str, array: np.ndarray) -> None:
+    """Replace one array of an entry *consistently* (manifest checksum and shape updated):
+    only the check against the split can tell."""
+    np.save(entry / f"{name}.npy", array)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["arrays"][name] = {"dtype": str(array.dtype), "shape": list(array.shape),
+                                "sha256": cache_store._digest(array)}
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _flip_middle(path: Path) -> None:
+    with open(path, "rb") as handle:
+        np.lib.format.read_magic(handle)
+        np.lib.format.read_array_header_1_0(handle)
+        start = handle.tell()
+    raw = bytearray(path.read_bytes())
+    raw[start + (len(raw) - start) // 2] ^= 0x55  # header intact, data damaged
+    path.write_bytes(bytes(raw))
+
+
+DAMAGES = {
+    "bytes flipped mid-data": lambda e: _flip_middle(e / "test.features.npy"),
+    "labels swapped": lambda e: _rewrite(e, "test.labels",
+                                         np.roll(np.load(e / "test.labels.npy"), 1)),
+    "wrong shape": lambda e: _rewrite(e, "val.features", np.load(e / "val.features.npy")[:, :-1]),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_or_foreign_entries_are_recomputed_and_metrics_equal_the_plain_path(
+        train_config, tmp_path, damage, monkeypatch):
+    common = ("trainer.max_epochs=2", "trainer.limit_train_batches=1.0")
+    plain = job(train_config, tmp_path, "plain", *common, "freeze.cache_features=false")
+    first = job(train_config, tmp_path, "first", *common)
+    entry = tmp_path / "cache" / "features" / key_of(first)
+    DAMAGES[damage](entry)
+    monkeypatch.setattr(cache_store, "_VERIFIED", set())  # as a new process would
+    again = job(train_config, tmp_path, "again", *common)
+    assert again["feature_cache"] == {"key": key_of(first), "hit": False}  # recomputed
+    for key in METRIC_KEYS:
+        assert math.isclose(again["metrics"][key], plain["metrics"][key], abs_tol=1e-4), key
+        assert again["metrics"][key] == first["metrics"][key], key
+
+
+def test_an_unwritable_cache_dir_runs_without_the_cache(train_config, tmp_path, caplog):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache dir should be")
+    plain = job(train_config, tmp_path, "plain", "freeze.cache_features=false")
+    records = [run_job(train_config("freeze=base", f"paths.cache_dir={blocker}"),
+                       tmp_path / f"j{i}") for i in range(2)]
+    for record in records:
+        assert record["status"] == "completed", record["error"]
+        assert record["cached_features"] is True and record["feature_cache"]["hit"] is None
+        for key in METRIC_KEYS:
+            assert math.isclose(record["metrics"][key], plain["metrics"][key], abs_tol=1e-4)
+
+
+def test_true_refuses_where_the_cache_cannot_be_used(train_config, tmp_path):
+    record = run_job(train_config("freeze=base", "freeze.cache_features=true",
+                                  "data.augment=true"), tmp_path / "aug")
+    assert record["status"] == "failed"
+    assert record["error"].startswith("freeze.cache_features=true but data.augment=true")
+    assert "\n" not in record["error"]
+    assert job(train_config, tmp_path, "ok", "freeze.cache_features=true")["cached_features"]
+
+
+# --- the head fast path -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("optimizer", "limit"), [("adam", "1.0"), ("sgd", "3"), ("adam", "0.5")])
+def test_head_fast_path_reproduces_the_per_batch_path_exactly(train_config, tmp_path,
+                                                             optimizer, limit):
+    from safetensors.torch import load_file
+
+    common = ("trainer.max_epochs=3", f"trainer.limit_train_batches={limit}",
+              f"optimizer={optimizer}", "data.batch_size=16", "save_weights=true",
+              "eval_weights=best")
+    fast = job(train_config, tmp_path, "fast", *common)
+    # max_steps acts within an epoch: the job then takes Lightning's per-batch loop.
+    slow = job(train_config, tmp_path, "slow", *common, "trainer.max_steps=100000")
+    assert fast["head_epoch_steps"] is True and slow["head_epoch_steps"] is False
+    a = load_file(str(tmp_path / "fast" / "model.safetensors"))
+    b = load_file(str(tmp_path / "slow" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert fast["metrics"] == slow["metrics"]
+    assert fast["evaluated_epoch"] == slow["evaluated_epoch"]

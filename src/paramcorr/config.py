@@ -138,6 +138,9 @@ class DataConfig:
     # imagefolder
     root: str | None = None
     generalization_root: str | None = None
+    # Decoded-input cache (imagefolder, no augmentation): auto | true | false, and its cap.
+    cache_inputs: AutoBool = AutoBool.auto
+    cache_max_gb: float = 50.0
 
 
 @dataclass
@@ -383,6 +386,7 @@ def validate_data(data: DictConfig) -> None:
     _check_seed("data.split_seed", data.split_seed)
     _require(data.shift_noise_std >= 0,
              f"data.shift_noise_std={data.shift_noise_std} must be >= 0")
+    _require(data.cache_max_gb >= 0, f"data.cache_max_gb={data.cache_max_gb} must be >= 0")
     check_classes(data)
 
 

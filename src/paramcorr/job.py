@@ -24,9 +24,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, TensorDataset
 
-from paramcorr import backbones, depth, device, feature_cache, freezing, loggers, training
+from paramcorr import (
+    backbones,
+    depth,
+    device,
+    feature_cache,
+    freezing,
+    input_cache,
+    loggers,
+    training,
+)
 from paramcorr.atomic import JobBusy, job_lock, remove_stale_temps, writing_to
-from paramcorr.classifier import ClassifierModule
+from paramcorr.classifier import ClassifierModule, epoch_loader
 from paramcorr.config import validate
 from paramcorr.data import DataSplits, build_data, count_classes, make_loader
 from paramcorr.errors import UserError, is_out_of_memory
@@ -67,6 +76,10 @@ class _PartialRecord:
     # Which weights were evaluated ("best" or "last"), and why not the configured ones.
     evaluated_epoch: str | None = None
     evaluated_reason: str | None = None
+    # The decoded-input cache entry used (data.cache_inputs), and whether a head on cached
+    # features trained one Lightning step per epoch (classifier.EpochLoader).
+    input_cache: dict[str, Any] | None = None
+    head_epoch_steps: bool | None = None
     # Where it ran: device type and name, resolved precision, channels_last (device.py).
     device: dict[str, Any] | None = None
     # The training loss became non-finite (the run diverged).
@@ -90,6 +103,7 @@ class _PartialRecord:
         timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **self.timing}
         extra = {"inputs": self.inputs, "data": self.data, "device": self.device,
                  "cached_features": self.cached_features, "feature_cache": self.feature_cache,
+                 "input_cache": self.input_cache, "head_epoch_steps": self.head_epoch_steps,
                  "evaluated_epoch": self.evaluated_epoch,
                  "evaluated_reason": self.evaluated_reason}
         return RunRecord(status=self.status(error), run=self.run, params=self.params,
@@ -162,9 +176,13 @@ class _Inputs:
     """What the classifier trains and is evaluated on: images, or cached frozen features."""
 
     net: torch.nn.Module
-    strategy: str
+    # Whether the module holds the frozen parts in eval mode (a head alone has none).
+    hold_frozen: bool
     train: Dataset
     evaluate: dict[str, Dataset]
+    # uint8 batches from the input cache -> the model's normalised float input, on device.
+    input_norm: torch.nn.Module | None = None
+    features: bool = False
 
 
 def _build(cfg: DictConfig, partial: _PartialRecord) -> tuple[torch.nn.Module, DataSplits]:
@@ -206,28 +224,48 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
     """Images through the model, or (freeze=base, cache on) features through the head."""
     use_cache = _wants_cache(cfg, splits, model)
     partial.cached_features = use_cache
+    splits, input_norm = _cached_inputs(cfg, model, splits, partial, use_cache)
     if not use_cache:
         evaluate_sets = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
         if splits.gen is not None:
             evaluate_sets["gen"] = splits.gen
-        return _Inputs(model, cfg.freeze.strategy, splits.train, evaluate_sets)
+        return _Inputs(model, True, splits.train, evaluate_sets, input_norm)
     started = time.perf_counter()
     model.to(dev.device)
     key = feature_cache.cache_key(
         cfg.model.name,
         feature_cache.weights_identity(cfg.model.weights, cfg.seed,
-                                       model.pretrained_cfg.get("tag")),
+                                       model.pretrained_cfg.get("tag"), cfg.model.weights_key),
         splits.fingerprint, dev.precision)
     features, hit = feature_cache.load_or_compute(
         model, splits, key, Path(cfg.paths.cache_dir) / "features", cfg.data.eval_batch_size,
-        dev.device, dev.autocast, dev.channels_last)
+        dev.device, dev.autocast, dev.channels_last,
+        prepare=input_norm.to(dev.device) if input_norm is not None else None,
+        num_workers=cfg.data.num_workers)
     partial.timing["features_s"] = time.perf_counter() - started
     if not hit:
         partial.timing["features_peak_mem_mb"] = device.peak_memory_mb(dev.device)
     partial.feature_cache = {"key": key, "hit": hit}
     datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
-    # The head has no train/eval behaviour of its own: nothing to hold frozen.
-    return _Inputs(model.get_classifier(), "none", datasets["train"], datasets)
+    return _Inputs(model.get_classifier(), False, datasets["train"], datasets, features=True)
+
+
+def _cached_inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
+                   partial: _PartialRecord, features: bool
+                   ) -> tuple[DataSplits, torch.nn.Module | None]:
+    """The splits from the decoded-input cache (data.cache_inputs), where it is used."""
+    mode = str(cfg.data.cache_inputs).lower()
+    if mode == "false" or (features and mode == "auto"):
+        return splits, None  # off, or nothing to gain: the head trains on cached features
+    input_size = tuple(backbones.data_config(model, cfg.data.image_size)["input_size"])
+    served = input_cache.cached_splits(splits, mode, cfg.data.cache_max_gb,
+                                       Path(cfg.paths.cache_dir) / "inputs", input_size,
+                                       cfg.data.num_workers)
+    if served is None:
+        return splits, None
+    cached, norm, info = served
+    partial.input_cache = info
+    return cached, norm
 
 
 def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_classes: int,
@@ -289,15 +327,22 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
     device.reset_peak_memory(dev.device)
     partial.phase = "fit"
 
+    pin = dev.device.type == "cuda"
+    train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
+                               num_workers=cfg.data.num_workers, pin_memory=pin)
+    # A head on cached features: one Lightning step per epoch, same batches (classifier.py).
+    epochs = epoch_loader(train_loader, trainer) if inputs.features else None
+    if inputs.features:
+        partial.head_epoch_steps = epochs is not None
     module = ClassifierModule(inputs.net, instantiate(cfg.optimizer), splits.num_classes,
-                              strategy=inputs.strategy, channels_last=dev.channels_last,
+                              strategy=cfg.freeze.strategy, channels_last=dev.channels_last,
+                              hold_frozen=inputs.hold_frozen, input_norm=inputs.input_norm,
+                              epoch_steps=epochs is not None,
                               train_forward=device.compile_for_training(inputs.net)
                               if cfg.compile else None)
     partial.params["in_optimizer"] = sum(
         p.numel() for p in module.net.parameters() if p.requires_grad)
-    pin = dev.device.type == "cuda"
-    train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
-                               num_workers=cfg.data.num_workers, pin_memory=pin)
+    train_loader = epochs or train_loader
     val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, pin_memory=pin)
     fitted = training.fit(trainer, checkpoint, module, train_loader, val_loader)
@@ -322,19 +367,29 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
     if cfg.save_weights:
         backbones.save_checkpoint(model.cpu(), output_dir / "model.safetensors",
                                   metadata={"architecture": cfg.model.name})
+
+
 def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) -> bool:
+    """freeze.cache_features: auto = where equivalent; true = must (else a one-line refusal);
+    false = never. It applies to freeze=base only (other strategies train the backbone)."""
     mode = str(cfg.freeze.cache_features).lower()
     if cfg.freeze.strategy != "base" or mode == "false":
         return False
-    if splits.augmented:
-        log.info("feature cache off: data.augment=true changes the inputs every epoch")
+
+    def off(reason: str) -> bool:
+        if mode == "true":
+            raise UserError(f"freeze.cache_features=true but {reason}; set "
+                            "freeze.cache_features=auto (or false) to train through the backbone")
+        log.info("feature cache off: %s", reason)
         return False
+
+    if splits.augmented:
+        return off("data.augment=true changes the inputs every epoch")
     sample = splits.train_eval[0][0].unsqueeze(0)
     model.eval()
     if not feature_cache.head_is_separable(model, sample):
-        log.info("feature cache off: %s's output is not its classifier applied to its "
-                 "pooled features", cfg.model.name)
-        return False
+        return off(f"{cfg.model.name}'s output is not its classifier applied to its pooled "
+                   "features")
     return True
 
 

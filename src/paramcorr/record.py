@@ -37,6 +37,7 @@ RESULT_NEUTRAL_KEYS = (
     "paths.output_root", "paths.cache_dir", "paths.pretrained_dir",
     "logger", "logger.tracking_uri",
     "data.root", "data.generalization_root", "data.num_workers", "data.cache_inputs",
+    "data.cache_max_gb",
     "freeze.cache_features", "freeze.out_of_range",
     "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps",

@@ -179,7 +179,8 @@ def test_true_refuses_where_the_cache_cannot_be_used(train_config, tmp_path):
     record = run_job(train_config("freeze=base", "freeze.cache_features=true",
                                   "data.augment=true"), tmp_path / "aug")
     assert record["status"] == "failed"
-    assert record["error"].startswith("freeze.cache_features=true but data.augment=true")
+    assert record["error"].startswith("freeze.cache_features=true cannot hold with "
+                                      "data.augment=true")
     assert "\n" not in record["error"]
     assert job(train_config, tmp_path, "ok", "freeze.cache_features=true")["cached_features"]
 

@@ -194,6 +194,9 @@ class RunRecord:
         """A top-level key as the file holds it (``record["data"]``, ``record["metrics"]``)."""
         return self.to_dict()[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, in DESIGN.md's key order; non-finite metrics become null."""
         if self.status not in STATUSES:

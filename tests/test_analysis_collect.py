@@ -293,3 +293,25 @@ def test_record_error_reason_is_value_free_and_message_names_the_value(tmp_path)
     write_record(tmp_path / "0", json.dumps(rec))
     with pytest.raises(RecordError, match=r"^params.total is not a count \('12'\)$"):
         load_record(path)
+
+
+def test_epochs_and_steps_trained_are_outcomes_not_configuration_axes(tmp_path):
+    from paramcorr.analysis.configurations import configuration_means
+
+    # Three seeds of one configuration; the diverged one stopped after 3 of 10 epochs.
+    def record(seed: int, status: str, epochs: int, steps: int, acc: float) -> dict:
+        return make_record("resnet50", seed=seed, status=status, epochs=epochs, steps=steps,
+                           epochs_configured=10, metrics={"test_acc": acc})
+
+    write_sweep(tmp_path, [record(0, "completed", 10, 200, 0.9),
+                           record(1, "completed", 10, 200, 0.8),
+                           record(2, "diverged", 3, 57, 0.1)])
+
+    col = collect_runs([tmp_path])
+
+    assert "epochs" not in col.run_axes and "steps" not in col.run_axes
+    assert "epochs_configured" in col.run_axes
+    assert sorted(col.runs["epochs"].tolist()) == [3, 10, 10]  # still in runs.csv
+    configs = configuration_means(col.runs, ["test_acc"], col.run_axes)
+    assert len(configs) == 1 and int(configs["n_runs"].iloc[0]) == 3
+    assert configs["test_acc"].iloc[0] == pytest.approx((0.9 + 0.8 + 0.1) / 3)

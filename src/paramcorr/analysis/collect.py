@@ -35,8 +35,12 @@ MAIN_METRICS = ("test_acc", "test_f1", "gen_acc", "gen_f1")
 KNOWN_METRICS = (*MAIN_METRICS, "gap_acc", "gap_loss", "train_acc", "train_loss",
                  "val_acc", "val_loss", "test_loss")
 KNOWN_RUN_AXES = ("model", "weights", "freeze", "frozen_stages", "num_groups", "optimizer",
-                  "lr", "seed", "dataset", "num_classes", "epochs", "batch_size",
+                  "lr", "seed", "dataset", "num_classes", "epochs_configured", "batch_size",
                   "image_size", "eval_weights")
+# Keys of a record's run block that say what training did, not what was asked for (a run
+# that diverged or hit trainer.max_time trained fewer epochs): columns of runs.csv, never
+# axes, so they neither split a configuration nor keep a rerun from superseding its record.
+RUN_OUTCOMES = ("epochs", "steps")
 # Which of two records of one config wins: STATUSES lists the best outcome first.
 STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 # paramcorr.atomic's temp name for a record being written.
@@ -292,12 +296,14 @@ def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Colle
         rows.append(row)
         metric_names.update(metric_keys)
         run_names.extend(k for k in run_keys if k not in run_names)
-    rows, n_superseded = _dedupe(rows, run_names)
+    run_axes = _order(set(run_names) - set(RUN_OUTCOMES), KNOWN_RUN_AXES)
+    outcomes = [k for k in RUN_OUTCOMES if k in run_names]
+    rows, n_superseded = _dedupe(rows, run_axes)
     runs = pd.DataFrame.from_records(rows)
     metrics = _order(metric_names, KNOWN_METRICS)
-    run_axes = _order(set(run_names), KNOWN_RUN_AXES)
     params = sorted({k for row in rows for k in row if k.startswith("params_")})
-    integers = _integer_columns(rows, [*(a for a in run_axes if a != "lr"), *params])
+    integers = _integer_columns(rows, [*(a for a in run_axes if a != "lr"), *outcomes,
+                                       *params])
     runs = _tidy(runs, metrics, run_axes, integers)
     return Collection(runs=runs, metrics=metrics, run_axes=run_axes, sweep_dirs=sweep_dirs,
                       n_files=len(files), skipped=skipped, n_temp=n_temp,

@@ -136,7 +136,8 @@ def test_diverged_jobs_do_not_stop_the_sweep_and_are_analysed(tmp_path):
     runs = pd.read_csv(tmp_path / "analysis" / "runs.csv")
     assert sorted(runs["status"]) == ["completed"] * 2 + ["diverged"] * 2
     corr = pd.read_csv(tmp_path / "analysis" / "correlations.csv")
-    all_scope = corr[(corr["scope"] == "all") & (corr["method"] == "pearson")].set_index("y")
+    all_scope = corr[(corr["scope"] == "all") & (corr["method"] == "pearson")
+                     & (corr["unit"] == "run")].set_index("y")
     assert all_scope.loc["test_acc", "n"] == 4  # diverged runs are outcomes
     assert all_scope.loc["train_loss", "n"] == 2  # ...where their metric is a number
 

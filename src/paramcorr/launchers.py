@@ -24,6 +24,18 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import open_dict, read_write
 
+from paramcorr.errors import UserError
+from paramcorr.inputs import input_identity
+from paramcorr.record import (
+    METRIC_KEYS,
+    RECORD_NAME,
+    RunRecord,
+    config_hash,
+    find_record,
+    is_finished,
+    write_record,
+)
+
 log = logging.getLogger("paramcorr")
 
 
@@ -98,16 +110,8 @@ class LocalGpusLauncher(JoblibLauncher):
 
     def _dead_worker(self, idx: int, overrides: Sequence[str], err: BaseException) -> JobReturn:
         """The ``failed`` record of a job whose worker process died, written from here."""
+        # Lazily: the job module loads torch, which the launching process otherwise never needs.
         from paramcorr.job import run_axes
-        from paramcorr.record import (
-            METRIC_KEYS,
-            RECORD_NAME,
-            build_record,
-            config_hash,
-            is_finished,
-            read_record,
-            write_record,
-        )
 
         assert self.config is not None and self.hydra_context is not None
         sweep_config = self.hydra_context.config_loader.load_sweep_config(
@@ -127,14 +131,19 @@ class LocalGpusLauncher(JoblibLauncher):
         error = (f"worker process died while running this job (exit "
                  f"{codes.group(1) if codes else 'unknown'}; e.g. the host's OOM killer or a "
                  "crash in native code); re-run the sweep to retry it")
-        chash = config_hash(task_cfg)
+        try:
+            inputs = input_identity(task_cfg)
+        except (OSError, UserError):  # the inputs are gone: the job would have failed on them
+            inputs = None
+        chash = config_hash(task_cfg, inputs)
         path = output_dir / RECORD_NAME
-        if not is_finished(read_record(path), chash):  # it may have finished, then died
-            record = build_record(
+        if not is_finished(find_record(path), chash):  # it may have finished, then died
+            record = RunRecord(
                 status="failed", run=run_axes(task_cfg), params=None,
-                metrics={k: None for k in METRIC_KEYS},
+                metrics=dict.fromkeys(METRIC_KEYS),
                 timing={"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0},
-                config_hash=chash, error=error, extra={})
+                config_hash=chash, error=error,
+                extra={"inputs": inputs} if inputs is not None else {})
             output_dir.mkdir(parents=True, exist_ok=True)
             write_record(path, record)
             log.error("%s | failed: %s", " ".join(filter_overrides(overrides)), error)

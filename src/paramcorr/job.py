@@ -48,6 +48,7 @@ from paramcorr.record import (
     RunRecord,
     config_hash,
     find_record,
+    finite_number,
     is_finished,
     set_aside,
     write_record,
@@ -99,7 +100,7 @@ class _PartialRecord:
         metrics = {k: self.metrics.get(k) for k in METRIC_KEYS}
         metrics.update({k: v for k, v in self.metrics.items() if k not in metrics})
         # As the file holds them (JSON has no NaN): the record returned is the record written.
-        metrics = {k: _number_or_none(v) for k, v in metrics.items()}
+        metrics = {k: finite_number(v) for k, v in metrics.items()}
         timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **self.timing}
         extra = {"inputs": self.inputs, "data": self.data, "device": self.device,
                  "cached_features": self.cached_features, "feature_cache": self.feature_cache,
@@ -130,7 +131,7 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
         "freeze": freeze,
         "frozen_stages": cfg.freeze.stages if freeze == "partial" else None,
         "optimizer": optimizer_name(cfg),
-        "lr": _number_or_none(OmegaConf.select(cfg, "optimizer.lr", default=None,
+        "lr": finite_number(OmegaConf.select(cfg, "optimizer.lr", default=None,
                                                throw_on_resolution_failure=False)),
         "seed": cfg.seed,
         "dataset": cfg.data.name,
@@ -142,13 +143,6 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
         "image_size": cfg.data.image_size,
         "eval_weights": cfg.eval_weights,
     }
-
-
-def _number_or_none(value: Any) -> float | None:
-    """A finite float for the record, or None (lr=0 is a number; nan/inf/text are not JSON)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _check_before_training(cfg: DictConfig) -> None:

@@ -12,7 +12,6 @@ and slow to import.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
+
+from paramcorr.record import finite_number
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,6 @@ def mlflow_logger(experiment_name: str, tracking_uri: str, run_name: str | None 
                         run_name=run_name or None, tags=clean_tags or None, **kwargs)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def log_final(logger: Any, metrics: dict[str, Any], params: dict[str, int] | None,
               run: dict[str, Any], step: int) -> None:
     """Send the evaluated metrics, parameter counts and run axes to ``logger``.
@@ -102,8 +99,10 @@ def log_final(logger: Any, metrics: dict[str, Any], params: dict[str, int] | Non
     """
     if not logger:
         return
-    values = {f"final/{k}": float(v) for k, v in metrics.items() if _finite(v)}
-    values.update({f"params/{k}": float(v) for k, v in (params or {}).items() if _finite(v)})
+    values = {f"final/{k}": float(v) for k, v in metrics.items()
+              if finite_number(v) is not None}
+    values.update({f"params/{k}": float(v) for k, v in (params or {}).items()
+                   if finite_number(v) is not None})
     hparams = {k: v for k, v in run.items() if v is not None}
     try:
         logger.log_hyperparams(hparams)

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,20 @@ def config_hash(cfg: DictConfig, inputs: dict[str, Any] | None = None) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite real number (not a bool, NaN, inf or text).
+
+    The one test of "is a usable number" for records, loggers and the analysis.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """A number as JSON can hold it (non-finite: null); other values (a list) unchanged."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return finite_number(value)
     return value
 
 

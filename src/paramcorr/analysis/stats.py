@@ -25,6 +25,7 @@ from statsmodels.stats.multitest import multipletests
 from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES
 from paramcorr.analysis.configurations import RUNS_PREFIX, configuration_means
 from paramcorr.analysis.power import ALPHA, critical_r, detectable_r, f_test_power
+from paramcorr.record import finite_number
 
 X = "log10_trainable"
 METHODS = ("pearson", "spearman", "kendall")
@@ -72,8 +73,7 @@ def format_value(axis: str, value: object) -> str:
 
 def is_number(value: object) -> bool:
     """Is ``value`` a finite real number (not None, NaN, inf, a string or a bool)?"""
-    return (isinstance(value, (int, float, np.integer, np.floating))
-            and not isinstance(value, (bool, np.bool_)) and math.isfinite(float(value)))
+    return finite_number(value) is not None
 
 
 def levels(frame: pd.DataFrame, axis: str) -> list:

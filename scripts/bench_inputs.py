@@ -19,27 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from omegaconf import OmegaConf
-from PIL import Image
 
 from paramcorr.backbones import create_backbone, data_config
 from paramcorr.data import build_data, make_loader
 from paramcorr.entry import compose_config
 from paramcorr.input_cache import cached_splits
 from paramcorr.job import run_job
-
-
-def generate(root: Path, images: int, classes: int = 4) -> None:
-    """Smooth random colour fields with noise (JPEG-compressible like photos), 500x375."""
-    rng = np.random.default_rng(0)
-    for i in range(images):
-        folder = root / "train" / f"c{i % classes}"
-        folder.mkdir(parents=True, exist_ok=True)
-        base = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(base).resize((500, 375), Image.BICUBIC), np.int16)
-        noisy = np.clip(field + rng.integers(-20, 20, field.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(noisy).save(folder / f"{i}.jpg", quality=90)
+from paramcorr.sample_images import write_jpeg_folder
 
 
 def throughput(loader, norm=None) -> float:
@@ -74,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "images"
-        generate(data, args.images)
+        write_jpeg_folder(data, args.images)
         # resnet50's eval transform at 224 px (Resize 232/bicubic, CenterCrop 224, Normalize).
         dcfg = data_config(create_backbone("resnet50", "random", 4), 224)
         cfg = OmegaConf.create(dict(name="imagefolder", root=str(data), classes=None,

@@ -4,7 +4,8 @@
 #   scripts/gpu_check.sh --cpu    # the same steps, tiny, on CPU (CI runs this)
 # Steps: the smoke sweep (8 jobs, all must complete); one freeze=none and one cached
 # freeze=base job of a paper backbone on generated images (224 px on GPU); a 2-worker
-# local_gpus sweep; bench_gpu.py (job.py vs a plain loop, syncs per step). Prints one summary
+# local_gpus sweep; bench_gpu.py (job.py vs a plain loop, syncs per step) and its cached-input
+# path (bench_gpu.py --inputs folder: decoding vs the input cache). Prints one summary
 # table and exits non-zero if any step failed. Work files: a temp dir (kept, path printed).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -62,6 +63,7 @@ step freeze_base runs/base "${TRAIN[@]}" "${JOB[@]}" freeze=base hydra.run.dir=r
 step local_gpus outputs/multirun/check_local "${TRAIN[@]}" -m experiment=smoke "$TRAINER" \
   name=check_local hydra/launcher=local_gpus hydra.launcher.n_jobs=2 "${SHARE[@]}"
 step bench - "$PY" "$ROOT/scripts/bench_gpu.py" "${BENCH[@]}"
+step bench_inputs - "$PY" "$ROOT/scripts/bench_gpu.py" "${BENCH[@]}" --inputs folder
 
 "$PY" - "$MODE" <<'EOF'
 import json
@@ -98,9 +100,11 @@ for line in Path("steps.tsv").read_text().splitlines():
     print(f"{name:12s} {rc:>3s} {seconds:>4s}  {shown:>9s}  {'; '.join(notes)}"
           + ("" if good else "  <-- FAILED"))
 print()
-bench = Path("bench.log").read_text().splitlines()
-print("\n".join(line for line in bench if not line.startswith(("[", " "))
-                and "warn" not in line.lower()))
+for log in ("bench.log", "bench_inputs.log"):
+    bench = Path(log).read_text().splitlines()
+    print("\n".join(line for line in bench if not line.startswith(("[", " "))
+                    and "warn" not in line.lower()))
+    print()
 sys.exit(0 if ok else 1)
 EOF
 rc=$?

@@ -26,3 +26,7 @@ def test_gpu_check_dry_run_passes(tmp_path):
         line for line in table.splitlines() if line.startswith("freeze_base"))
     assert "FAILED" not in table
     assert "test_resnet      32-true" in table  # the bench row, through job.py
+    # bench_gpu.py --inputs folder: decoding vs the input cache, both through job.py
+    assert "decode/s  cached/s" in table
+    row = next(line for line in table.splitlines() if line.startswith("bench_inputs"))
+    assert row.split()[1] == "0", row

@@ -8,6 +8,9 @@ from typing import Any
 import lightning as L
 import torch
 import torchmetrics
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
+from lightning.pytorch.trainer.states import RunningStage
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -224,10 +227,6 @@ def epoch_loader(loader: DataLoader, trainer: L.Trainer) -> EpochLoader | None:
     within an epoch (gradient clipping or accumulation, max_steps, max_time, mid-epoch
     validation, fp16 loss scaling) need Lightning's per-batch loop: None.
     """
-    from lightning.pytorch.callbacks import Timer
-    from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
-    from lightning.pytorch.trainer.states import RunningStage
-
     if (trainer.gradient_clip_val or trainer.accumulate_grad_batches != 1
             or trainer.max_steps != -1 or trainer.val_check_interval != 1.0
             or trainer.overfit_batches or str(trainer.precision) == "16-mixed"

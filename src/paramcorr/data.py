@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
+import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from torchvision.transforms.v2 import functional as tvf
 from tqdm.auto import tqdm
 
 from paramcorr.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "gen")
 
@@ -477,8 +481,6 @@ def fit_shared_memory(workers: int, sample_bytes: int, batch_size: int,
 
 
 def _shm_free() -> int | None:
-    import shutil
-
     try:
         return shutil.disk_usage("/dev/shm").free
     except OSError:
@@ -500,9 +502,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
         sample_bytes = sample.nbytes if isinstance(sample, torch.Tensor) else 0
         fitted = fit_shared_memory(workers, sample_bytes, batch_size, _shm_free())
         if fitted < workers:
-            import logging
-
-            logging.getLogger("paramcorr").warning(
+            log.warning(
                 "%d loader workers instead of %d: their batches would not fit in /dev/shm "
                 "(raise it, e.g. docker --shm-size=8g, or lower data.batch_size / "
                 "data.eval_batch_size / data.num_workers)", fitted, workers)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -46,8 +47,6 @@ def weights_identity(weights: str, seed: int, pretrained_tag: str | None,
 
 def cache_key(model_name: str, weights_id: str, data_fingerprint: dict[str, Any],
               precision: str) -> str:
-    import timm
-
     payload = {"model": model_name, "weights": weights_id, "data": data_fingerprint,
                "precision": precision, "timm": timm.__version__, "format": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
+from torchvision import transforms as T
 
 from paramcorr.cache_store import CacheStore, EntryWriter
 from paramcorr.data import SPLITS, AugmentedTensors, DataSplits, make_loader
@@ -73,8 +74,6 @@ def dataset_labels(dataset: Dataset) -> np.ndarray | None:
 
 def split_transform(transform: Any) -> tuple[Any, list[float], list[float]] | None:
     """(the PIL part of timm's eval transform, mean, std), or None if it is not that shape."""
-    from torchvision import transforms as T
-
     steps = list(getattr(transform, "transforms", []))
     if len(steps) < 3 or not isinstance(steps[-1], T.Normalize):
         return None

@@ -22,10 +22,13 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra_plugins.hydra_joblib_launcher._core import execute_job
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from joblib.externals.loky import ProcessPoolExecutor
+from joblib.externals.loky.process_executor import BrokenProcessPool
 from omegaconf import open_dict, read_write
 
 from paramcorr.errors import UserError
 from paramcorr.inputs import input_identity
+from paramcorr.placement import effective_jobs
 from paramcorr.record import (
     METRIC_KEYS,
     RECORD_NAME,
@@ -53,11 +56,6 @@ class LocalGpusLauncher(JoblibLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
-        from joblib.externals.loky import ProcessPoolExecutor
-        from joblib.externals.loky.process_executor import BrokenProcessPool
-
-        from paramcorr.placement import effective_jobs
-
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

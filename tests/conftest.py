@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,3 +27,20 @@ def train_config(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield make
     GlobalHydra.instance().clear()
+
+
+# What pinning a job to a slot (paramcorr.placement.apply) sets for the whole process.
+PINNING_VARS = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_pinning() -> Iterator[None]:
+    """A test that pins this process must not pin the tests after it (nor their subprocesses,
+    which inherit the environment: a leaked CUDA_VISIBLE_DEVICES=3 reads as one GPU)."""
+    saved = {var: os.environ.get(var) for var in PINNING_VARS}
+    yield
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -294,7 +293,7 @@ def _judge_metrics(metrics: dict[str, float], partial: _PartialRecord) -> None:
     evaluates finite: that split's inputs (or the model's outputs on them) are not numbers,
     which is no outcome of the hyperparameters: ``failed``, naming the metrics.
     """
-    bad = [k for k, v in metrics.items() if not (isinstance(v, float) and math.isfinite(v))]
+    bad = [k for k, v in metrics.items() if finite_number(v) is None]
     if not bad:
         return
     if any(k.startswith("train_") for k in bad):

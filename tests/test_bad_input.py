@@ -10,7 +10,6 @@ few-line message, naming the key or listing the options, and exits 1.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -97,10 +96,9 @@ def _offline(monkeypatch, cache: Path) -> None:
 
 def test_imagenet_weights_without_network_fail_fast(train_config, tmp_path, monkeypatch):
     _offline(monkeypatch, tmp_path / "hub")
-    started = time.perf_counter()
     error = failed(train_config("model.weights=imagenet"), tmp_path / "job")
-    # huggingface_hub would retry ~25 s per file (two files) before giving up.
-    assert time.perf_counter() - started < 15
+    # "unreachable" is the probe's answer: huggingface_hub's ~25 s of retries per file never
+    # start (no wall-clock bound: speed lives in benchmarks, not in tests).
     assert error.startswith("could not download ImageNet weights for test_resnet")
     assert "unreachable" in error
     assert "model.weights=<path>" in error and "model.weights=random" in error
@@ -331,11 +329,11 @@ def test_cli_imagenet_offline_fails_fast_without_hf_hub_offline(tmp_path):
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
            "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": "", "https_proxy": "", "ALL_PROXY": "",
            "all_proxy": ""}
-    started = time.perf_counter()
     done = run_script("train.py", *TINY, "model.weights=imagenet", cwd=tmp_path, timeout=300,
                       env=env)
-    # huggingface_hub alone retries for ~47 s; the probe makes it a few seconds of startup.
-    assert time.perf_counter() - started < 40
+    # "<host> unreachable" is the connection probe's answer (backbones._hub_unreachable), given
+    # before huggingface_hub's own ~47 s of retries; no wall-clock bound here (a loaded CI
+    # machine makes any such bound flaky; speed lives in benchmarks).
     assert_one_line_error(done, "error: could not download ImageNet weights for test_resnet",
                           "127.0.0.1 unreachable", "model.weights=random")
 

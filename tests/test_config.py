@@ -135,6 +135,21 @@ def test_group_options_state_only_what_differs_from_the_schema(group):
             assert value != defaults[key], f"{path.name} restates the default {key}={value}"
 
 
+@pytest.mark.parametrize(("path", "cls"), [
+    ("train.yaml", schema.TrainConfig), ("pretrain.yaml", schema.PretrainConfig),
+    ("paths/default.yaml", schema.PathsConfig)])
+def test_primary_configs_state_no_schema_default_again(path, cls):
+    """Each default is stated once (the schema): a YAML value equal to it would drift apart
+    from it the day one of them changes (paths.cache_dir once had two different defaults)."""
+    values = OmegaConf.to_container(OmegaConf.load(CONF / path), resolve=False) or {}
+    defaults = _schema_defaults(cls)
+    for key, value in values.items():
+        if key in ("defaults", "hydra") or isinstance(value, dict):
+            continue  # group composition, Hydra's own settings, and nested group values
+        assert key in defaults, f"{path}: {key} is not in {cls.__name__}"
+        assert value != defaults[key], f"{path} restates the default {key}={value}"
+
+
 def test_a_misspelt_choice_stops_a_multirun_before_any_job(tmp_path):
     done = run_script("train.py", "-m", *TINY, "name=typo", "eval_weights=last,bset",
                       cwd=tmp_path, timeout=300)

@@ -182,9 +182,10 @@ class FreezeConfig:
 
 @dataclass
 class PathsConfig:
+    # Relative to where you launch; the caches and checkpoints follow it unless set.
     output_root: str = "outputs"
-    cache_dir: str = "outputs/cache"
-    pretrained_dir: str = "outputs/pretrained"
+    cache_dir: str = "${.output_root}/cache"
+    pretrained_dir: str = "${.output_root}/pretrained"
 
 
 @dataclass

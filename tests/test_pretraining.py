@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from safetensors import safe_open
@@ -39,3 +40,15 @@ def test_pretrained_checkpoint_loads_with_fresh_head_for_other_classes(tmp_path)
     mtime = path.stat().st_mtime_ns
     pretrain_all(cfg)
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_pretraining_refuses_keys_it_would_ignore(tmp_path):
+    """The pretraining config holds only what pretraining reads: channels_last and compile
+    were accepted and silently ignored; struct mode now names the key instead."""
+    from hydra.errors import ConfigCompositionException
+
+    for override in ("channels_last=true", "compile=true"):
+        with pytest.raises(ConfigCompositionException) as err:
+            compose_config("pretrain", [override], tmp_path)
+        GlobalHydra.instance().clear()
+        assert override.split("=")[0] in str(err.value.__cause__ or err.value)

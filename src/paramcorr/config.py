@@ -224,8 +224,8 @@ class PretrainConfig:
     seed: int = 0
     lr: float = 1e-3
     strict: bool = False
-    channels_last: bool | None = None
-    compile: bool = False
+    # No channels_last / compile keys: pretraining (paramcorr.pretraining) reads neither, and
+    # a key that is accepted but ignored is a silent no-op (struct mode refuses it instead).
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: Any = MISSING
     trainer: dict[str, Any] = field(default_factory=dict)

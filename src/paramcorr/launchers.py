@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import multiprocessing
 import os
 import re
 from collections import deque
@@ -42,6 +43,24 @@ from paramcorr.record import (
 log = logging.getLogger("paramcorr")
 
 
+def platform_start_method() -> None:
+    """In a loky worker, make this platform's start method the default for new processes.
+
+    A loky worker starts with loky's own start method as the process-wide default (its
+    ``Process._bootstrap`` forces it). A plain ``multiprocessing.Process`` started there, as
+    torch's DataLoader starts its workers, is then launched by loky's Popen, which needs
+    attributes only loky's processes have: ``'Process' object has no attribute 'env'``. Reset
+    to the platform's default, a job's loader workers start as they do in a job run by any
+    other launcher.
+    """
+    multiprocessing.set_start_method(None, force=True)
+
+
+def new_worker() -> ProcessPoolExecutor:
+    """One ``local_gpus`` worker: a loky pool of one process (see :class:`LocalGpusLauncher`)."""
+    return ProcessPoolExecutor(max_workers=1, initializer=platform_start_method)
+
+
 class LocalGpusLauncher(JoblibLauncher):
     """``n_jobs`` worker processes on this machine, each running one job at a time.
 
@@ -73,7 +92,7 @@ class LocalGpusLauncher(JoblibLauncher):
 
         def submit(slot: int) -> None:
             if executors[slot] is None:
-                executors[slot] = ProcessPoolExecutor(max_workers=1)
+                executors[slot] = new_worker()
             idx, overrides = pending.popleft()
             future = executors[slot].submit(
                 execute_job, initial_job_idx + idx, overrides, self.hydra_context, self.config,

@@ -27,3 +27,32 @@ def test_loader_workers_start_inside_a_local_gpus_worker():
     finally:
         worker.shutdown(wait=True)
     assert batches == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0], [8.0, 9.0, 10.0, 11.0]]
+
+
+def test_a_dead_worker_sets_a_completed_earlier_record_aside_before_writing_failed(
+        train_config, tmp_path):
+    from analysis_fixtures import make_record
+    from paramcorr.inputs import input_identity
+    from paramcorr.record import config_hash, find_record, write_record
+
+    cfg = train_config("model.weights=random")
+    job_dir = tmp_path / "sweep" / "freeze=base"
+    # A completed record of an earlier config of this dir (e.g. before its data changed),
+    # and the worker died before its job could set it aside.
+    earlier = make_record(status="completed")
+    write_record(job_dir / "result.json", earlier)
+    before = (job_dir / "result.json").read_text()
+
+    assert launchers.record_dead_worker(cfg, job_dir, "worker process died (SIGKILL)")
+    kept = list(job_dir.glob("result.completed-*.json.old"))
+    assert len(kept) == 1 and kept[0].read_text() == before
+    failed = find_record(job_dir / "result.json")
+    assert failed.status == "failed" and failed.error == "worker process died (SIGKILL)"
+    assert failed.config_hash == config_hash(cfg, input_identity(cfg))
+
+    # A job that finished before its worker died keeps its record: nothing is written.
+    finished = make_record(status="completed")
+    finished["config_hash"] = failed.config_hash
+    write_record(job_dir / "result.json", finished)
+    assert not launchers.record_dead_worker(cfg, job_dir, "worker process died")
+    assert find_record(job_dir / "result.json").status == "completed"

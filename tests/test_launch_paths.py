@@ -4,11 +4,18 @@ given on the command line."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from helpers import run_script
 from paramcorr import launchers
 from paramcorr.data import make_loader
+from paramcorr.sweep import job_subdir
 
 
 def _batches_from_worker_processes() -> list[list[float]]:
@@ -56,3 +63,31 @@ def test_a_dead_worker_sets_a_completed_earlier_record_aside_before_writing_fail
     write_record(job_dir / "result.json", finished)
     assert not launchers.record_dead_worker(cfg, job_dir, "worker process died")
     assert find_record(job_dir / "result.json").status == "completed"
+
+
+@pytest.mark.parametrize("override", ["model.weights=../../x", "model.weights=../../../x",
+                                      "model.weights=..", "model.weights=./a/../../../b",
+                                      "model.weights=/abs/w.safetensors"])
+def test_a_job_dir_never_leads_out_of_its_sweep(tmp_path, override):
+    sweep = tmp_path / "sweep"
+    name = job_subdir(f"freeze=base,{override},optimizer=adam")
+    job_dir = Path(os.path.normpath(sweep / name))
+    assert job_dir.is_relative_to(sweep) and job_dir != sweep
+    # Names without such components are the same as before (finished jobs are found).
+    for plain in ("freeze=base,model=test_resnet", "model.weights=out/pretrained/w.pt"):
+        assert job_subdir(plain) == plain
+
+
+@pytest.mark.slow
+def test_a_path_valued_override_writes_its_record_inside_the_sweep(tmp_path):
+    done = run_script("train.py", "-m", "experiment=smoke", "model=test_resnet",
+                      "freeze=base", "optimizer=adam", "model.weights=../../../x,random",
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweep = tmp_path / "outputs" / "multirun" / "smoke"
+    found = sorted(tmp_path.rglob("result.json"))
+    assert len(found) == 2 and all(p.is_relative_to(sweep) for p in found)
+    statuses = {json.loads(p.read_text())["run"]["weights"]: json.loads(p.read_text())["status"]
+                for p in found}
+    assert statuses["random"] == "completed"
+    assert len(statuses) == 2 and "failed" in statuses.values()  # ../../../x does not exist

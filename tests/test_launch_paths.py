@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,60 @@ def test_a_path_valued_override_writes_its_record_inside_the_sweep(tmp_path):
                 for p in found}
     assert statuses["random"] == "completed"
     assert len(statuses) == 2 and "failed" in statuses.values()  # ../../../x does not exist
+
+
+def test_a_symlink_planted_as_the_job_lock_is_replaced_not_written_through(tmp_path):
+    from paramcorr.atomic import LOCK_NAME, job_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / LOCK_NAME).symlink_to(victim)
+    with job_lock(job_dir):
+        lock = job_dir / LOCK_NAME
+        assert not lock.is_symlink()
+        assert lock.read_text().startswith(f"pid {os.getpid()} ")
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_symlink_planted_as_error_log_is_replaced_not_written_through(train_config, tmp_path,
+                                                                         monkeypatch):
+    from paramcorr import job
+    from paramcorr.job import run_job
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "error.log").symlink_to(victim)
+    monkeypatch.setattr(job, "_fit_and_evaluate", crash)
+    record = run_job(train_config(), job_dir)
+    assert record.status == "failed" and record.error.startswith("RuntimeError: boom")
+    assert victim.read_text() == "precious\n"
+    log = job_dir / "error.log"
+    assert not log.is_symlink() and "RuntimeError: boom" in log.read_text()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_records_and_weights_honour_the_umask(tmp_path, umask):
+    import timm
+
+    from paramcorr.backbones import save_checkpoint
+    from paramcorr.record import write_record
+
+    old = os.umask(umask)
+    try:
+        write_record(tmp_path / "job" / "result.json", {"schema": 1, "status": "completed"})
+        save_checkpoint(timm.create_model("test_resnet", num_classes=2),
+                        tmp_path / "job" / "model.safetensors", metadata={})
+        (tmp_path / "plain.txt").write_text("an ordinary file")  # what the umask makes
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("result.json", "model.safetensors"):
+        assert stat.S_IMODE((tmp_path / "job" / name).stat().st_mode) == expected, name

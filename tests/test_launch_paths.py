@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,30 @@ def test_records_and_weights_honour_the_umask(tmp_path, umask):
     assert expected == 0o666 & ~umask
     for name in ("result.json", "model.safetensors"):
         assert stat.S_IMODE((tmp_path / "job" / name).stat().st_mode) == expected, name
+
+
+def test_a_sweep_given_on_the_command_line_shows_progress(tmp_path, caplog):
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from paramcorr.record import write_record
+    from paramcorr.sweep import SweepProgress
+
+    # No preset: Hydra's sweeper has params: null, and the sweep is in the task overrides.
+    config = OmegaConf.create({"hydra": {
+        "sweep": {"dir": str(tmp_path)}, "sweeper": {"params": None},
+        "overrides": {"task": ["model=test_resnet,test_efficientnet", "seed=0,1,2"]},
+        "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}}})
+    progress = SweepProgress()
+    caplog.set_level(logging.INFO, logger="paramcorr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Hydra turns a callback's exception into a warning
+        progress.on_multirun_start(config)
+        for k in range(1, 3):
+            write_record(tmp_path / f"job{k}" / "result.json", {"schema": 1})
+            progress.on_job_end(config, None)
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"sweep {tmp_path}: 6 jobs (0 records already there)" in lines
+    assert [line.split(" elapsed")[0] for line in lines if line.startswith("[")] == [
+        "[1/6]", "[2/6]"]

@@ -144,7 +144,9 @@ class SweepProgress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+        # A sweep given only on the command line has no sweeper params (None, not a config).
+        params = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
         total = sweep_size(list(config.hydra.overrides.task), params)
         state = {"total": total, "started": time.time(),
                  "finished_before": _finished_records(sweep_dir), "pid": os.getpid()}

@@ -177,3 +177,16 @@ def test_a_sweep_given_on_the_command_line_shows_progress(tmp_path, caplog):
     assert f"sweep {tmp_path}: 6 jobs (0 records already there)" in lines
     assert [line.split(" elapsed")[0] for line in lines if line.startswith("[")] == [
         "[1/6]", "[2/6]"]
+
+
+def test_a_dead_worker_record_waits_for_the_lock_then_leaves_a_running_job_alone(
+        train_config, tmp_path):
+    from paramcorr.atomic import job_lock
+
+    cfg = train_config("model.weights=random")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    with job_lock(job_dir):  # another launch runs this job (or loader workers still hold it)
+        assert not launchers.record_dead_worker(cfg, job_dir, "died", lock_wait_s=0.6)
+    assert not (job_dir / "result.json").exists()
+    assert launchers.record_dead_worker(cfg, job_dir, "died", lock_wait_s=0.6)

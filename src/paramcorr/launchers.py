@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import re
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -156,7 +157,8 @@ class LocalGpusLauncher(JoblibLauncher):
                          status=JobStatus.COMPLETED, _return_value=None)
 
 
-def record_dead_worker(task_cfg: DictConfig, output_dir: Path, error: str) -> bool:
+def record_dead_worker(task_cfg: DictConfig, output_dir: Path, error: str,
+                       lock_wait_s: float = 15.0) -> bool:
     """Write the ``failed`` record of a job whose worker died; False if none was written.
 
     None is written when the job finished before its worker died (its record stands) or
@@ -174,25 +176,31 @@ def record_dead_worker(task_cfg: DictConfig, output_dir: Path, error: str) -> bo
     chash = config_hash(task_cfg, inputs)
     path = output_dir / RECORD_NAME
     output_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with job_lock(output_dir):
-            existing = find_record(path)
-            if is_finished(existing, chash):  # it may have finished, then died
+    # The dead worker's forked loader workers hold its job lock until they notice their
+    # parent is gone (seconds); a lock held longer is another launch running this job.
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            with job_lock(output_dir):
+                existing = find_record(path)
+                if is_finished(existing, chash):  # it may have finished, then died
+                    return False
+                if existing is not None or os.path.lexists(path):
+                    moved = set_aside(path, existing)
+                    log.info("earlier record kept as %s", moved.name)
+                record = RunRecord(
+                    status="failed", run=run_axes(task_cfg), params=None,
+                    metrics=dict.fromkeys(METRIC_KEYS),
+                    timing={"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0},
+                    config_hash=chash, error=error,
+                    extra={"inputs": inputs} if inputs is not None else {})
+                write_record(path, record)
+                return True
+        except JobBusy as busy:
+            if time.monotonic() >= deadline:  # it will write its own record
+                log.info("skip (running in another process): %s", busy)
                 return False
-            if existing is not None or os.path.lexists(path):
-                moved = set_aside(path, existing)
-                log.info("earlier record kept as %s", moved.name)
-            record = RunRecord(
-                status="failed", run=run_axes(task_cfg), params=None,
-                metrics=dict.fromkeys(METRIC_KEYS),
-                timing={"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0},
-                config_hash=chash, error=error,
-                extra={"inputs": inputs} if inputs is not None else {})
-            write_record(path, record)
-    except JobBusy as busy:  # another launch runs this job now and will write its record
-        log.info("skip (running in another process): %s", busy)
-        return False
-    return True
+            time.sleep(0.5)
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):

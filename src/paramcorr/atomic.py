@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 LOCK_NAME = ".job.lock"
 # ``.<name>.<pid>-<random>.tmp``: the pid says whose temp file it is (see remove_stale_temps).
@@ -34,10 +35,29 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file 0600 whatever the umask, and some writers (safetensors)
+        # make a file of their own there; the result is an ordinary output (a record,
+        # weights), with the mode the umask gives any new file, so a group-shared sweep
+        # dir's co-workers can read it.
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux says it (``/proc``)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable read sets it, so set it back
+    os.umask(mask)
+    return mask
 
 
 def _pid_alive(pid: int) -> bool:
@@ -96,6 +116,27 @@ class JobBusy(Exception):
     """Another process holds the job directory's lock; ``str(err)`` says which."""
 
 
+def _open_lock_file(path: Path) -> TextIO:
+    """``path`` opened for reading and writing, created if missing, never through a link.
+
+    A symlink planted at ``path`` is not followed (its target would be truncated and
+    written): it is removed and a plain lock file made in its place. Only the link goes;
+    its target is untouched.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as err:
+        if err.errno != errno.ELOOP or not os.path.islink(path):
+            raise
+        os.unlink(path)
+        try:
+            fd = os.open(path, flags | os.O_EXCL, 0o666)
+        except FileExistsError:  # a concurrent launch made the plain file first: share it
+            fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, "r+")
+
+
 @contextmanager
 def job_lock(directory: Path) -> Iterator[None]:
     """Hold ``directory``'s job lock for the block, or raise :class:`JobBusy` at once
@@ -109,7 +150,7 @@ def job_lock(directory: Path) -> Iterator[None]:
     """
     path = Path(directory) / LOCK_NAME
     with writing_to(directory):
-        handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        handle = _open_lock_file(path)
     try:
         with writing_to(directory):
             try:

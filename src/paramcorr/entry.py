@@ -30,6 +30,7 @@ from paramcorr.config import register_schemas
 from paramcorr.errors import UserError
 from paramcorr.inputs import sweep_segment
 from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun
+from paramcorr.sweep import job_subdir
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def register_resolvers() -> None:
         "paramcorr.result_neutral_keys": lambda: list(RESULT_NEUTRAL_KEYS),
         # The sweep dir's data segment: sweeps on different data never share a directory.
         "paramcorr.data_segment": sweep_segment,
+        # A job's dir below the sweep dir: path-valued overrides cannot climb out of it.
+        "paramcorr.job_subdir": job_subdir,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -33,7 +33,7 @@ from paramcorr import (
     loggers,
     training,
 )
-from paramcorr.atomic import JobBusy, job_lock, remove_stale_temps, writing_to
+from paramcorr.atomic import JobBusy, atomic_path, job_lock, remove_stale_temps, writing_to
 from paramcorr.classifier import ClassifierModule, epoch_loader
 from paramcorr.config import validate
 from paramcorr.data import DataSplits, build_data, count_classes, make_loader
@@ -395,7 +395,9 @@ def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path,
     first = (str(err).strip().splitlines() or [""])[0][:300]
     log_path = output_dir / "error.log"
     try:
-        log_path.write_text(traceback.format_exc())
+        # Atomically: a symlink planted at error.log is replaced, never written through.
+        with atomic_path(log_path) as tmp:
+            tmp.write_text(traceback.format_exc())
     except OSError as log_err:  # the first error stays the message; say why there is no log
         return (f"{type(err).__name__}: {first} (no traceback: could not write {log_path}: "
                 f"{log_err.strerror or log_err})")

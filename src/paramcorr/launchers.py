@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import multiprocessing
 import os
 import re
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -24,8 +26,9 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from joblib.externals.loky import ProcessPoolExecutor
 from joblib.externals.loky.process_executor import BrokenProcessPool
-from omegaconf import open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
+from paramcorr.atomic import JobBusy, job_lock
 from paramcorr.errors import UserError
 from paramcorr.inputs import input_identity
 from paramcorr.placement import effective_jobs
@@ -36,10 +39,29 @@ from paramcorr.record import (
     config_hash,
     find_record,
     is_finished,
+    set_aside,
     write_record,
 )
 
 log = logging.getLogger("paramcorr")
+
+
+def platform_start_method() -> None:
+    """In a loky worker, make this platform's start method the default for new processes.
+
+    A loky worker starts with loky's own start method as the process-wide default (its
+    ``Process._bootstrap`` forces it). A plain ``multiprocessing.Process`` started there, as
+    torch's DataLoader starts its workers, is then launched by loky's Popen, which needs
+    attributes only loky's processes have: ``'Process' object has no attribute 'env'``. Reset
+    to the platform's default, a job's loader workers start as they do in a job run by any
+    other launcher.
+    """
+    multiprocessing.set_start_method(None, force=True)
+
+
+def new_worker() -> ProcessPoolExecutor:
+    """One ``local_gpus`` worker: a loky pool of one process (see :class:`LocalGpusLauncher`)."""
+    return ProcessPoolExecutor(max_workers=1, initializer=platform_start_method)
 
 
 class LocalGpusLauncher(JoblibLauncher):
@@ -73,7 +95,7 @@ class LocalGpusLauncher(JoblibLauncher):
 
         def submit(slot: int) -> None:
             if executors[slot] is None:
-                executors[slot] = ProcessPoolExecutor(max_workers=1)
+                executors[slot] = new_worker()
             idx, overrides = pending.popleft()
             future = executors[slot].submit(
                 execute_job, initial_job_idx + idx, overrides, self.hydra_context, self.config,
@@ -108,9 +130,6 @@ class LocalGpusLauncher(JoblibLauncher):
 
     def _dead_worker(self, idx: int, overrides: Sequence[str], err: BaseException) -> JobReturn:
         """The ``failed`` record of a job whose worker process died, written from here."""
-        # Lazily: the job module loads torch, which the launching process otherwise never needs.
-        from paramcorr.job import run_axes
-
         assert self.config is not None and self.hydra_context is not None
         sweep_config = self.hydra_context.config_loader.load_sweep_config(
             self.config, list(overrides))
@@ -129,27 +148,59 @@ class LocalGpusLauncher(JoblibLauncher):
         error = (f"worker process died while running this job (exit "
                  f"{codes.group(1) if codes else 'unknown'}; e.g. the host's OOM killer or a "
                  "crash in native code); re-run the sweep to retry it")
-        try:
-            inputs = input_identity(task_cfg)
-        except (OSError, UserError):  # the inputs are gone: the job would have failed on them
-            inputs = None
-        chash = config_hash(task_cfg, inputs)
-        path = output_dir / RECORD_NAME
-        if not is_finished(find_record(path), chash):  # it may have finished, then died
-            record = RunRecord(
-                status="failed", run=run_axes(task_cfg), params=None,
-                metrics=dict.fromkeys(METRIC_KEYS),
-                timing={"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0},
-                config_hash=chash, error=error,
-                extra={"inputs": inputs} if inputs is not None else {})
-            output_dir.mkdir(parents=True, exist_ok=True)
-            write_record(path, record)
+        if record_dead_worker(task_cfg, output_dir, error):
             log.error("%s | failed: %s", " ".join(filter_overrides(overrides)), error)
         HydraConfig.instance().set_config(self.config)
         # Completed, like any job that wrote a failed record: the sweep goes on.
         return JobReturn(overrides=list(overrides), cfg=task_cfg, hydra_cfg=sweep_config,
                          working_dir=os.getcwd(), task_name=sweep_config.hydra.job.name,
                          status=JobStatus.COMPLETED, _return_value=None)
+
+
+def record_dead_worker(task_cfg: DictConfig, output_dir: Path, error: str,
+                       lock_wait_s: float = 15.0) -> bool:
+    """Write the ``failed`` record of a job whose worker died; False if none was written.
+
+    None is written when the job finished before its worker died (its record stands) or
+    another process is running the job now (it holds the job lock). An earlier record of
+    another config, or a failed or unreadable one, is set aside first exactly as the job
+    itself would have done, so a completed record is never overwritten.
+    """
+    # Lazily: the job module loads torch, which the launching process otherwise never needs.
+    from paramcorr.job import run_axes
+
+    try:
+        inputs = input_identity(task_cfg)
+    except (OSError, UserError):  # the inputs are gone: the job would have failed on them
+        inputs = None
+    chash = config_hash(task_cfg, inputs)
+    path = output_dir / RECORD_NAME
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # The dead worker's forked loader workers hold its job lock until they notice their
+    # parent is gone (seconds); a lock held longer is another launch running this job.
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            with job_lock(output_dir):
+                existing = find_record(path)
+                if is_finished(existing, chash):  # it may have finished, then died
+                    return False
+                if existing is not None or os.path.lexists(path):
+                    moved = set_aside(path, existing)
+                    log.info("earlier record kept as %s", moved.name)
+                record = RunRecord(
+                    status="failed", run=run_axes(task_cfg), params=None,
+                    metrics=dict.fromkeys(METRIC_KEYS),
+                    timing={"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0},
+                    config_hash=chash, error=error,
+                    extra={"inputs": inputs} if inputs is not None else {})
+                write_record(path, record)
+                return True
+        except JobBusy as busy:
+            if time.monotonic() >= deadline:  # it will write its own record
+                log.info("skip (running in another process): %s", busy)
+                return False
+            time.sleep(0.5)
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):

@@ -44,6 +44,21 @@ def sweep_size(overrides: list[str], sweeper_params: dict[str, Any] | None) -> i
     return size
 
 
+def job_subdir(override_dirname: str) -> str:
+    """A job's directory below its sweep dir: Hydra's ``override_dirname``, kept inside.
+
+    A path-valued override (``model.weights=../../x``) puts ``/`` and ``..`` into the name;
+    Hydra joins it onto the sweep dir as it is, so the job (and its record) would land
+    outside the sweep. Every ``.`` or ``..`` path component is written ``%2E`` / ``%2E%2E``
+    instead, so the name can only go down; other names, nested ones included
+    (``model.weights=/abs/w.safetensors``), stay as they were, and so does every finished
+    job's directory.
+    """
+    parts = override_dirname.split("/")
+    return "/".join(part.replace(".", "%2E") if part in (".", "..") else part
+                    for part in parts)
+
+
 def _finished_records(sweep_dir: Path) -> int:
     """Jobs of the sweep that are done: a record, or a not-applicable marker (depth sweeps).
 
@@ -129,7 +144,9 @@ class SweepProgress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+        # A sweep given only on the command line has no sweeper params (None, not a config).
+        params = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
         total = sweep_size(list(config.hydra.overrides.task), params)
         state = {"total": total, "started": time.time(),
                  "finished_before": _finished_records(sweep_dir), "pid": os.getpid()}

@@ -38,6 +38,11 @@ GEN_PAIRS = (("gen_acc", "test_acc"), ("gen_f1", "test_f1"))
 # Permutations for the test of r(gen) - r(test) (exact up to 13 configurations): the
 # smallest p, about 1e-4, is far below the strictest Holm threshold of a 6-cell sweep. The
 # bootstrap only draws the CI, which needs fewer resamples.
+# Claims b and c need a generalization set; a sweep without one (an image folder without
+# data.generalization_root) gets this reason instead of statistics on no data.
+NO_GENERALIZATION = ("no generalization set: no usable run has gen_acc or gen_f1 (for image "
+                     "folders set data.generalization_root=DIR, a folder with the same classes "
+                     "from another distribution)")
 DIFF_RESAMPLES = 9999
 CI_RESAMPLES = 1999
 
@@ -414,6 +419,12 @@ def pooled_rows(corr: pd.DataFrame) -> pd.DataFrame:
     return corr[(corr["family"] == POOLED) & (corr["method"] == "pearson")]
 
 
+def has_generalization(configs: pd.DataFrame) -> bool:
+    """Whether any configuration has a finite generalization score (claims b and c need one)."""
+    gens = [gen for gen, _ in GEN_PAIRS if gen in configs]
+    return bool(gens) and bool(np.isfinite(configs[gens].to_numpy(dtype=float)).any())
+
+
 def evaluate_claims(corr: pd.DataFrame, configs: pd.DataFrame,
                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """claims.csv (CLAIMS_COLUMNS) and claim b's per-cell comparison table.
@@ -423,6 +434,15 @@ def evaluate_claims(corr: pd.DataFrame, configs: pd.DataFrame,
     """
     pooled = pooled_rows(corr)
     cells = _cells(pooled) if len(pooled) else []
-    b_rows, comparisons = _claim_b(pooled, configs, cells, seed)
-    rows = _claim_a(pooled, cells) + b_rows + _claim_c(pooled, cells)
+    if has_generalization(configs):
+        b_rows, comparisons = _claim_b(pooled, configs, cells, seed)
+        c_rows = _claim_c(pooled, cells)
+    else:
+        b_rows = [_row("b", SOME_CELL, "r(gen) - r(test)", verdict=INCONCLUSIVE,
+                       reason=NO_GENERALIZATION)]
+        c_rows = [_row("c", "optimizer=adam", "pearson r(log10_trainable, gen_acc and "
+                       "gen_f1), configurations", verdict=INCONCLUSIVE,
+                       reason=NO_GENERALIZATION)]
+        comparisons = pd.DataFrame()
+    rows = _claim_a(pooled, cells) + b_rows + c_rows
     return pd.DataFrame(rows, columns=CLAIMS_COLUMNS), comparisons

@@ -11,6 +11,7 @@ import pandas as pd
 from paramcorr.analysis.claims import (
     CLAIMS,
     CONTRADICTED,
+    NO_GENERALIZATION,
     POWER_NOTE,
     RULES,
     SUPPORTED,
@@ -197,6 +198,8 @@ def claim_sentences(claims: pd.DataFrame) -> list[str]:
                               for r in hold.itertuples())
             out.append("- **b — supported.** More trainable parameters do not guarantee a "
                        f"better generalization score: {where}.")
+        elif b["reason"] == NO_GENERALIZATION:
+            out.append(f"- **b — inconclusive.** Not tested: {NO_GENERALIZATION}.")
         elif b["verdict"] == CONTRADICTED:
             out.append("- **b — contradicted.** In every cell both generalization scores rise "
                        "significantly with trainable parameters.")
@@ -205,7 +208,9 @@ def claim_sentences(claims: pd.DataFrame) -> list[str]:
                        "accuracy (or falling) significantly, and not every cell shows it "
                        "rising significantly.")
     c = _summary_row(claims, "c")
-    if c is not None:
+    if c is not None and c["reason"] == NO_GENERALIZATION:
+        out.append(f"- **c — inconclusive.** Not tested: {NO_GENERALIZATION}.")
+    elif c is not None:
         verdict = {"supported": "supported", "contradicted": "contradicted"}.get(
             c["verdict"], "inconclusive")
         text = {"supported": "the correlation of trainable parameters with both "

@@ -503,7 +503,9 @@ def strategy_vs_count(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
                 res = stats.pearsonr(z, y)
                 row.update(r_strategy=float(res.statistic), p_strategy=float(res.pvalue))
             for name, factor in (("strategy", "freeze"), ("architecture", "model")):
-                if factor not in sub:
+                # No usable value (e.g. gen_* of a sweep without a generalization set):
+                # nothing to estimate, and factorize's codes would be empty.
+                if factor not in sub or len(y) == 0:
                     continue
                 codes = pd.factorize(sub[factor])[0]
                 dummies = (codes[:, None] == np.arange(1, codes.max() + 1)[None, :])

@@ -735,6 +735,16 @@ def _evaluate(pooled: pd.DataFrame, configs: pd.DataFrame, seed: int,
     return rows, comparisons
 
 
+def decide_a(pooled: pd.DataFrame) -> list[dict]:
+    """Claim a's rows (cells, then the summary) from a ``confirmatory: pooled`` table."""
+    return _claim_a(pooled, _cells(pooled) if len(pooled) else [], {})
+
+
+def decide_c(pooled: pd.DataFrame, claim_c_lr: float | None = None) -> dict:
+    """Claim c's row from a ``confirmatory: pooled`` table."""
+    return _claim_c(pooled, _cells(pooled) if len(pooled) else [], {}, claim_c_lr)[0]
+
+
 def _flag_divergence(rows: list[dict], without: list[dict]) -> None:
     """verdict_without_diverged on every row; where it differs, the reason says why."""
     other = {(r["claim"], r["scope"]): r for r in without}

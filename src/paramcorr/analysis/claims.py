@@ -131,8 +131,8 @@ FAMILIES = {
 }
 POWER_NOTE = (f"`power`: the probability that the test behind the verdict detects a true "
               f"|r| = {REFERENCE_R} at the alpha it was tested at (for claim c's contrast: a "
-              f"difference of atanh({REFERENCE_R}) in Fisher z); a summary row shows the "
-              "smallest of its cells'. A low value makes an inconclusive verdict "
+              f"difference of atanh({REFERENCE_R}) in Fisher z); claim a's summary row shows "
+              "the smallest of its cells'. A low value makes an inconclusive verdict "
               "uninformative rather than evidence of no effect. 0 where the test cannot "
               "reach significance at this n; empty for claim b's permutation test "
               "otherwise. `p_holm`: the p compared with 0.05 after the claim's own "
@@ -712,7 +712,7 @@ def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
         reason += f"; power of that test to detect r={REFERENCE_R}: {shown['power']:.0%}"
     return [_row("c", scope, shown["statistic"], estimate=shown["estimate"],
                  ci_low=shown["ci_low"], ci_high=shown["ci_high"], p=shown["p"],
-                 p_holm=shown["p_holm"], power=_nanmin([t["power"] for t in parts]),
+                 p_holm=shown["p_holm"], power=shown["power"],
                  verdict=verdict, reason=reason, route=route, metric=shown["metric"],
                  n=shown["n"], n_runs=shown["n_runs"], alpha=ALPHA,
                  other=shown.get("other", ""), **common)]

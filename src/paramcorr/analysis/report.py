@@ -352,13 +352,13 @@ def _claim_families(sizes: dict[str, int]) -> str:
     """Which family each claim's tests use, and the combined rate of the confirmatory
     tables (each holds its own 5%; together they do not)."""
     confirm = [k for k in sizes if k != EXPLORATORY]
-    text = " Claims: " + "; ".join(f"{k} — {v}" for k, v in FAMILIES.items()) + "."
+    text = "; the claims use: " + "; ".join(f"{k} — {v}" for k, v in FAMILIES.items())
     if len(confirm) > 1:
         k = len(confirm)
-        text += (f" Each of the {k} confirmatory tables holds its familywise error rate at "
+        text += (f". Each of the {k} confirmatory tables holds its familywise error rate at "
                  f"{ALPHA:.0%}; the chance that some table rejects a true null is at most "
                  f"{min(1.0, k * ALPHA):.0%} (Bonferroni bound), "
-                 f"{1 - (1 - ALPHA) ** k:.0%} were the tables independent.")
+                 f"{1 - (1 - ALPHA) ** k:.0%} were the tables independent")
     return text
 
 

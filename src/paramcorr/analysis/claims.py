@@ -366,9 +366,14 @@ def discordant_share(x: np.ndarray, y: np.ndarray) -> float:
     return float(((dx * dy)[upper] < 0).sum() / upper.sum())
 
 
-def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
-                 seed: int) -> pd.DataFrame:
-    """Every cell x (gen, test) pair: r_gen and r_test, the difference and its tests."""
+def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int,
+                 cache: dict | None = None) -> pd.DataFrame:
+    """Every cell x (gen, test) pair: r_gen and r_test, the difference and its tests.
+
+    ``cache`` keeps each difference by its data: a cell without diverged runs has the same
+    configurations with and without them, so its resampling runs once.
+    """
+    cache = {} if cache is None else cache
     rows = []
     usable = configs[used_mask(configs)] if len(configs) else configs
     for opt, lr, scope in cells:
@@ -388,8 +393,11 @@ def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
             data = sub[[X, gen, test]].to_numpy(dtype=float)
             data = data[np.isfinite(data).all(axis=1)]
             if len(data) >= 4 and np.ptp(data, axis=0).min() > 0:
-                rng = np.random.default_rng([seed, zlib.crc32(f"{scope}|{gen}".encode())])
-                diff, low, high, p = _corr_difference(*data.T, rng)
+                key = (seed, scope, gen, data.tobytes())
+                if key not in cache:
+                    rng = np.random.default_rng([seed, zlib.crc32(f"{scope}|{gen}".encode())])
+                    cache[key] = _corr_difference(*data.T, rng)
+                diff, low, high, p = cache[key]
                 row.update(n_diff=len(data), diff=diff, ci_low=low, ci_high=high, p_diff=p,
                            discordant=discordant_share(data[:, 0], data[:, 1]))
             rows.append(row)
@@ -497,8 +505,8 @@ def _b_cell(scope: str, grp: pd.DataFrame, m: int) -> dict:
 
 
 def _claim_b(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int,
-             diverged: dict[str, int]) -> tuple[list[dict], pd.DataFrame]:
-    comp = _comparisons(pooled, configs, cells, seed)
+             diverged: dict[str, int], cache: dict) -> tuple[list[dict], pd.DataFrame]:
+    comp = _comparisons(pooled, configs, cells, seed, cache)
     if comp.empty:
         return [_row("b", SOME_CELL, "r(gen) - r(test)", verdict=INCONCLUSIVE,
                      route="no cells",
@@ -726,10 +734,10 @@ def pooled_rows(corr: pd.DataFrame) -> pd.DataFrame:
 
 
 def _evaluate(pooled: pd.DataFrame, configs: pd.DataFrame, seed: int,
-              claim_c_lr: float | None) -> tuple[list[dict], pd.DataFrame]:
+              claim_c_lr: float | None, cache: dict) -> tuple[list[dict], pd.DataFrame]:
     cells = _cells(pooled) if len(pooled) else []
     diverged = _diverged_in(configs, cells)
-    b_rows, comparisons = _claim_b(pooled, configs, cells, seed, diverged)
+    b_rows, comparisons = _claim_b(pooled, configs, cells, seed, diverged, cache)
     rows = _claim_a(pooled, cells, diverged) + b_rows + _claim_c(pooled, cells, diverged,
                                                                   claim_c_lr)
     return rows, comparisons
@@ -769,15 +777,18 @@ def evaluate_claims(corr: pd.DataFrame, configs: pd.DataFrame, seed: int = 0,
     ``corr`` is correlation_table's output; ``configs`` the configuration means
     (``configuration_means``) of the same runs; ``completed`` the configuration means of
     the completed runs only (``statuses=("completed",)``), from which every verdict is
-    re-derived without diverged runs (default: ``configs`` less its diverged runs is not
-    recoverable, so without it the verdict is taken to stand when no run diverged).
+    re-derived without diverged runs. Without ``completed``, ``verdict_without_diverged``
+    equals ``verdict`` when no run diverged and is left empty when some did (means over
+    diverged runs cannot be taken apart again).
     ``claim_c_lr``: the Adam learning rate claim c tests (default the study's smallest).
     """
     pooled = pooled_rows(corr)
-    rows, comparisons = _evaluate(pooled, configs, seed, claim_c_lr)
+    cache: dict = {}
+    rows, comparisons = _evaluate(pooled, configs, seed, claim_c_lr, cache)
     any_diverged = len(configs) and "n_diverged" in configs and configs["n_diverged"].sum() > 0
     if any_diverged and completed is not None:
-        without, _ = _evaluate(confirmatory_cells(completed), completed, seed, claim_c_lr)
+        without, _ = _evaluate(confirmatory_cells(completed), completed, seed, claim_c_lr,
+                               cache)
     elif any_diverged:
         without = []  # not re-derivable: say so rather than copy the verdict
     else:

@@ -28,6 +28,7 @@ from paramcorr.analysis.claims import (
     discordant_share,
     evaluate_claims,
     fisher_contrast,
+    pearson_rows,
     smallest_permutation_p,
 )
 from paramcorr.analysis.collect import MAIN_METRICS, collect_runs
@@ -528,3 +529,14 @@ def test_claim_a_power_and_level_in_simulated_sweeps():
                     for _, s in configs.groupby("sweep")]
         rates[name] = verdicts.count(SUPPORTED) / len(verdicts)
     assert rates["true r 0.6"] >= 0.30 and rates["null"] <= 0.05, rates
+
+
+def test_pearson_rows_equal_scipy_per_resample():
+    rng = np.random.default_rng(2)
+    x = rng.choice([3.7, 4.1, 6.5, 7.9], (50, 12))
+    y = rng.random((50, 12))
+    want = [stats.pearsonr(a, b).statistic for a, b in zip(x, y, strict=True)]
+    np.testing.assert_allclose(pearson_rows(x, y), want, rtol=1e-12)
+    np.testing.assert_allclose(pearson_rows(x[0], y), [stats.pearsonr(x[0], b).statistic
+                                                        for b in y], rtol=1e-12)
+    assert np.isnan(pearson_rows(np.ones(5), np.arange(5.0)))

@@ -84,6 +84,14 @@ def test_report_names_every_paper_cell_and_embeds_only_existing_images(analysed)
     assert claims.index("### Decision rules") < claims.index("### Verdicts")
     for claim in ("a", "b", "c"):
         assert f"- **{claim} — " in claims  # a generated sentence per claim
+    # each sentence once: Findings points to the claims instead of repeating them
+    sentences = [line for line in text.splitlines() if line.startswith("- **") and " — " in line]
+    assert len(sentences) == 3 and all(text.count(s) == 1 for s in sentences)
+    assert "without diverged" in claims  # the verdict re-derived without diverged runs
+    # the family line says which family each claim uses, and the combined rate
+    family_line = next(line for line in text.splitlines() if "Family sizes" in line)
+    assert all(f"{k} — " in family_line for k in "abc")
+    assert "Bonferroni" in family_line
     assert "configurations (" in claims and "min detectable" not in text
     assert "critical |r|" in text and "80%" in text
     assert "confirmatory: pooled" in text and "tests" in text  # family sizes stated

@@ -16,10 +16,12 @@ from paramcorr.analysis.collect import collect_runs
 from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.stats import (
     CORR_COLUMNS,
+    NO_RUN_CI,
     bootstrap_ci,
     bootstrap_rng,
     correlation_table,
     critical_r,
+    holm_adjust,
     kendall_codes,
     partial_correlations,
     regression,
@@ -41,7 +43,8 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     write_sweep(root, records)
     col = collect_runs([root])
-    corr = correlation_table(col.runs, col.metrics, n_boot=40, seed=3)
+    # run_cis: the run-level rows' bootstrap CIs are checked too (off by default: issue 17)
+    corr = correlation_table(col.runs, col.metrics, n_boot=40, seed=3, run_cis=True)
     return records, col, corr
 
 
@@ -196,6 +199,34 @@ def test_table_bootstrap_ci_is_bootstrap_ci_of_the_slice(sweep, unit):
         low, high, _, _ = bootstrap_ci(x, y, method, 40,
                                        bootstrap_rng(3, "all", "test_acc", method, unit))
         assert (row.ci_low, row.ci_high) == pytest.approx((low, high), rel=1e-12)
+
+
+def test_holm_adjust_equals_multipletests():
+    """The vectorised Holm pass (no gc.collect per call) equals statsmodels, ties and
+    p-values near 1 included."""
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 7, 500):
+        p = rng.random(m) ** 3
+        p[: m // 3] = p[0]  # ties
+        np.testing.assert_allclose(holm_adjust(p), multipletests(p, method="holm")[1],
+                                   rtol=1e-12, atol=0)
+        np.testing.assert_allclose(stats.false_discovery_control(p),
+                                   multipletests(p, method="fdr_bh")[1], rtol=1e-12)
+    assert holm_adjust(np.array([])).shape == (0,)
+
+
+def test_run_level_rows_get_no_bootstrap_ci_unless_asked(sweep):
+    _, col, with_cis = sweep
+    corr = correlation_table(col.runs, col.metrics, n_boot=40, seed=3)
+    rank = (corr["method"] != "pearson") & corr["r"].notna()
+    run, conf = rank & (corr["unit"] == "run"), rank & (corr["unit"] == "configuration")
+    assert corr.loc[run, ["ci_low", "ci_high"]].isna().all().all()
+    assert (corr.loc[run, "ci_method"] == NO_RUN_CI).all() and run.any()
+    assert corr.loc[conf, "ci_low"].notna().any()
+    # everything else is the same table
+    same = ~run
+    cols = ["r", "p", "ci_low", "ci_high", "p_holm", "p_bh"]
+    pd.testing.assert_frame_equal(corr.loc[same, cols], with_cis.loc[same, cols])
 
 
 def test_batched_rank_statistics_equal_scipy_per_resample():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from paramcorr.analysis.claims import evaluate_claims
+from paramcorr.analysis.claims import CLAIMS_COLUMNS, evaluate_claims
 from paramcorr.analysis.collect import Collection, NoRecordsError, check_sweep_dirs, collect_runs
 from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.latex import write_latex
@@ -77,21 +77,23 @@ def _stack(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def run_analysis(sweep_dirs: list[Path], out_dir: Path | None = None, n_boot: int = 1000,
-                 seed: int = 0) -> AnalysisResult:
+                 seed: int = 0, run_cis: bool = False,
+                 claim_c_lr: float | None = None) -> AnalysisResult:
     """Collect every result.json below ``sweep_dirs`` and write the analysis to ``out_dir``.
 
     ``out_dir`` defaults to ``<first sweep dir>/analysis``. Raises NoRecordsError (a
     UserError) when no readable record exists, OutDirError (one too) before any statistics
-    when ``out_dir`` cannot be written.
+    when ``out_dir`` cannot be written. ``run_cis``: bootstrap CIs for the run-level
+    (exploratory) rows too; ``claim_c_lr``: the Adam learning rate claim c tests.
     """
     # The fits are many small least-squares problems: threaded BLAS only adds contention
     # (10x slower on a busy 2-core machine), so BLAS runs single-threaded here.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _run(sweep_dirs, out_dir, n_boot, seed)
+        return _run(sweep_dirs, out_dir, n_boot, seed, run_cis, claim_c_lr)
 
 
-def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
-         seed: int) -> AnalysisResult:
+def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
+         run_cis: bool = False, claim_c_lr: float | None = None) -> AnalysisResult:
     sweep_dirs = check_sweep_dirs(sweep_dirs)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0] / "analysis"
     check_out_dir(out_dir)  # fail fast, before reading; make_out_dir proves it after
@@ -109,13 +111,15 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
     log.info("correlations: %d metrics x 3 methods x 2 units (bootstrap n=%d)", len(metrics),
              n_boot)
     corr = correlation_table(runs, metrics, n_boot=n_boot, seed=seed, progress=log.info,
-                             run_axes=col.run_axes)
+                             run_axes=col.run_axes, run_cis=run_cis)
     timings["correlations"] = time.perf_counter() - start
 
     start = time.perf_counter()
     log.info("claims and beyond the paper: partial/rm correlations, regression, divergence")
     configs = configuration_means(runs, metrics, col.run_axes)
-    claims, comparisons = evaluate_claims(corr, configs, seed=seed)
+    completed = configuration_means(runs, metrics, col.run_axes, statuses=("completed",))
+    claims, comparisons = evaluate_claims(corr, configs, seed=seed, completed=completed,
+                                          claim_c_lr=claim_c_lr)
     paper = paper_table(corr, runs, metrics, col.run_axes)
     units = {"run": runs, **({"configuration": configs} if len(configs) else {})}
     partial = _stack({u: partial_correlations(f, metrics) for u, f in units.items()})
@@ -128,7 +132,8 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int,
     timings["beyond"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    frames = {"runs": runs, "correlations": corr[CORR_COLUMNS], "claims": claims,
+    frames = {"runs": runs, "correlations": corr[CORR_COLUMNS],
+              "claims": claims[CLAIMS_COLUMNS],
               "claim_b_comparisons": comparisons, "paper_table": paper,
               "partial_correlations": partial, "rm_correlations": rm, "regression": coefs,
               "regression_slopes": slopes, "divergence": divergence, "seed_spread": seeds,

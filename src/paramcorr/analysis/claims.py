@@ -1,11 +1,19 @@
 """The 2023 study's three claims, tested on a sweep with decision rules fixed in advance.
 
 Every claim is decided on configurations (all run axes but the seed; see
-``configurations``), in the optimizer x lr cells pooled over freeze strategies: the
-confirmatory family ``confirmatory: pooled`` of correlations.csv, Holm-corrected within it.
-The verdicts are one of supported / contradicted / inconclusive; ``RULES`` states each
-decision rule in words (the report prints them before the numbers) and ``decide_*`` apply
-exactly those rules.
+``configurations``), in the optimizer x lr cells pooled over freeze strategies (the cells
+of the confirmatory family ``confirmatory: pooled`` of correlations.csv). The verdicts are
+one of supported / contradicted / inconclusive; ``RULES`` states each decision rule in
+words (the report prints them before the numbers), ``FAMILIES`` which correction each claim
+uses, and the ``_claim_*`` functions apply exactly those rules.
+
+Each claim is re-derived with diverged runs left out (``verdict_without_diverged``); where
+the two verdicts differ the reason says so and how many runs diverged.
+
+Besides ``CLAIMS_COLUMNS`` (claims.csv) every row carries ``DETAIL_COLUMNS``: the structured
+facts the report and the LaTeX table format (which test decided, on how many
+configurations, at which alpha, which cells hold...), so nothing downstream parses the
+``reason`` prose.
 """
 
 from __future__ import annotations
@@ -17,81 +25,132 @@ import zlib
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import normal_power
 
+from paramcorr.analysis.configurations import RUNS_PREFIX
 from paramcorr.analysis.power import ALPHA, REFERENCE_R, power_to_detect
 from paramcorr.analysis.stats import (
     CONFIDENCE,
+    CONFIRMATORY_METRICS,
     POOLED,
     X,
     format_value,
+    holm_adjust,
     is_number,
     levels,
     used_mask,
 )
 
 CLAIMS_COLUMNS = ["claim", "scope", "statistic", "estimate", "ci_low", "ci_high", "p",
-                  "p_holm", "power", "verdict", "reason"]
+                  "p_holm", "power", "verdict", "reason", "verdict_without_diverged"]
+# Structured fields of each row (in memory, not in claims.csv): what the report formats.
+#   route: which part of the rule decided (ROUTES); label: the cell in words; metric: the
+#   outcome of the deciding statistic; n / n_runs: configurations / runs behind it;
+#   n_diverged: diverged runs in the row's scope; alpha: the level its p was compared with;
+#   family: the correction it used; cells: per-cell (label, verdict, route) of a summary
+#   row; elsewhere: other cells where the same holds (claim c); other: the cell claim c's
+#   deciding contrast compares with; n_min / p_min: the smallest
+#   cell size and the smallest attainable p of an untestable lag test (claim b);
+#   estimate_without_diverged: the deciding estimate with diverged runs left out.
+DETAIL_COLUMNS = ["route", "label", "metric", "n", "n_runs", "n_diverged", "alpha", "family",
+                  "cells", "elsewhere", "other", "n_min", "p_min",
+                  "estimate_without_diverged"]
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 EVERY_CELL, SOME_CELL = "every optimizer x lr cell", "some optimizer x lr cell"
 GEN_PAIRS = (("gen_acc", "test_acc"), ("gen_f1", "test_f1"))
-# Permutations for the test of r(gen) - r(test) (exact up to 13 configurations): the
-# smallest p, about 1e-4, is far below the strictest Holm threshold of a 6-cell sweep. The
-# bootstrap only draws the CI, which needs fewer resamples.
+# The study's smallest learning rate: claim c is about Adam there (override: --claim-c-lr).
+STUDY_SMALLEST_LR = 1e-4
+# Permutations for the test of r(gen) - r(test): exact up to 13 configurations (2^13 sign
+# swaps), else this many random ones. The bootstrap only draws the CI.
+DIFF_RESAMPLES = 9999
+CI_RESAMPLES = 1999
 # Claims b and c need a generalization set; a sweep without one (an image folder without
 # data.generalization_root) gets this reason instead of statistics on no data.
 NO_GENERALIZATION = ("no generalization set: no usable run has gen_acc or gen_f1 (for image "
                      "folders set data.generalization_root=DIR, a folder with the same classes "
                      "from another distribution)")
-DIFF_RESAMPLES = 9999
-CI_RESAMPLES = 1999
+CLAIM_B_FAMILY = "claim b: r_gen - r_test"
 
 CLAIMS = {
     "a": "trainable parameters correlate positively with test accuracy at every learning "
          "rate, for each optimizer",
     "b": "for generalization (gen_acc, gen_f1), more trainable parameters do not guarantee "
          "a higher score",
-    "c": "with Adam at the smallest learning rate, the correlation with generalization is "
-         "positive",
+    "c": "with Adam at the smallest learning rate, the correlation with generalization "
+         "becomes positive",
 }
 
 RULES = {
     "a": "Per optimizer x lr cell, Pearson r of log10 trainable parameters with test_acc "
-         "over configurations. A cell *supports* a when r > 0 with Holm-corrected p < 0.05 "
-         "(family `confirmatory: pooled`), *contradicts* it when r < 0 with Holm p < 0.05, "
-         "and is *inconclusive* otherwise. Claim a is supported when every cell supports "
-         "it, contradicted when any cell contradicts it, inconclusive otherwise (the summary "
-         "row's p is the largest cell p: the intersection-union test of 'every cell').",
+         "over configurations. A cell *supports* a when r > 0 with p < 0.05, uncorrected: "
+         "'every cell is positive' is an intersection-union test, which rejects its null "
+         "(some cell is not positive) only when every cell rejects, so its error rate is at "
+         "most that of one cell test and a correction across cells would only cost power. "
+         "A cell *contradicts* a when r < 0 with p < 0.05 after Holm over the cells: 'some "
+         "cell is negative' is a union, which does need the correction. Claim a is "
+         "supported when every cell supports it, contradicted when any cell contradicts "
+         "it, inconclusive otherwise. The summary row shows the smallest cell r and the "
+         "largest cell p (the intersection-union p), or the contradicting cell.",
     "b": "Per cell and generalization metric (gen_acc paired with test_acc, gen_f1 with "
-         "test_f1): the gen correlation r_gen (as in a) and the difference r_gen - r_test, "
-         f"with a 95% CI from a paired bootstrap over configurations ({CI_RESAMPLES} "
-         "resamples, percentile) and a two-sided p from a paired permutation test (gen and "
-         "test scores, standardized, swapped within configurations; exact up to 13 "
-         f"configurations, else {DIFF_RESAMPLES} permutations), Holm-corrected over "
-         "every cell x metric comparison. A cell *supports* b when, for some gen metric, r_gen is "
-         "significantly negative (Holm), or r_gen is not significantly positive "
-         "(uncorrected p >= 0.05 or r_gen <= 0) and is significantly smaller than r_test "
-         "(Holm). It *contradicts* b when, for both gen metrics, r_gen is significantly "
-         "positive (Holm). Claim b is supported "
-         "when some cell supports it, contradicted when every cell contradicts it, "
-         "inconclusive otherwise. The share of discordant pairs (configurations with more "
-         "trainable parameters but a lower gen score) is reported beside it.",
-    "c": "In the Adam cell with the smallest learning rate, Pearson r of log10 trainable "
-         "parameters with gen_acc and with gen_f1 over configurations. *Supported* when "
-         "both are positive with Holm p < 0.05, *contradicted* when either is negative with "
-         "Holm p < 0.05, *inconclusive* otherwise (estimate, CI and p are those of the "
-         "weaker of the two). The same test in every other cell says whether this is the "
-         "only cell where it holds.",
+         "test_f1): the gen correlation r_gen (Pearson, Holm within `confirmatory: pooled`) "
+         "and the difference r_gen - r_test, with a 95% CI from a paired bootstrap over "
+         f"configurations ({CI_RESAMPLES} resamples, percentile) and a two-sided p from a "
+         "paired permutation test (gen and test scores, standardized, swapped within "
+         f"configurations; exact up to 13 configurations, else {DIFF_RESAMPLES} "
+         f"permutations), Holm-corrected over every cell x metric comparison (family "
+         f"`{CLAIM_B_FAMILY}`). A cell *supports* b when, for some gen metric, either "
+         "(falls) r_gen is significantly negative (Holm) and gen also falls relative to "
+         "test (r_gen - r_test < 0 with uncorrected p < 0.05: a collapse that takes test "
+         "accuracy down with it says nothing about generalization in particular), or (lags) "
+         "r_gen is not significantly positive (uncorrected p >= 0.05 or r_gen <= 0) and is "
+         "significantly smaller than r_test (Holm). It *contradicts* b when, for both gen "
+         "metrics, r_gen is significantly positive (Holm). Claim b is supported when some "
+         "cell supports it, contradicted when every cell contradicts it, inconclusive "
+         "otherwise. A row's estimate, CI and p are those of the statistic that decided it. "
+         "The permutation p cannot fall below 2 / 2^n with n configurations: where even "
+         "that cannot pass Holm, the lag test *cannot be tested* at this n and its power "
+         "is 0. The share of discordant pairs (configurations with more trainable "
+         "parameters but a lower gen score) is reported beside it.",
+    "c": "The Adam cell at the study's smallest learning rate, lr=0.0001 (another only when "
+         "named with --claim-c-lr; without such a cell c is not tested). For gen_acc and "
+         "gen_f1: Pearson r of log10 trainable parameters over the cell's configurations, "
+         "and its contrast with every other optimizer x lr cell: the difference of Fisher "
+         "z = atanh(r) between this cell and each other cell, a two-sided normal test with "
+         "variance 1 / (n1 - 3) + 1 / (n2 - 3) (the cells hold different configurations, "
+         "so the correlations are independent). *Supported* when, for both gen metrics, "
+         "the cell's r is positive with p < 0.05 and greater than every other cell's with "
+         "p < 0.05: 'becomes positive' is a contrast, and each part must hold, an "
+         "intersection-union test needing no correction. *Contradicted* when, for some gen "
+         "metric, the cell's r is significantly negative or significantly smaller than "
+         "every other cell's (Holm over these up to four tests: a union), *inconclusive* "
+         "otherwise. The row shows the test that decided (for a support, the weakest "
+         "part).",
+}
+FAMILIES = {
+    "a": "each cell at alpha 0.05 uncorrected for support (intersection-union), Holm over "
+         "the cells for a contradiction",
+    "b": f"r_gen: Holm within `{POOLED}`; r_gen - r_test: Holm within `{CLAIM_B_FAMILY}` "
+         "(every cell x gen metric)",
+    "c": "each part at alpha 0.05 for support (intersection-union), Holm over the "
+         "contradiction tests",
 }
 POWER_NOTE = (f"`power`: the probability that the test behind the verdict detects a true "
-              f"|r| = {REFERENCE_R} at the alpha it was tested at (alpha / m, the first Holm "
-              "step of the family of m tests): a low value makes an inconclusive verdict "
-              "uninformative rather than evidence of no effect. Empty for claim b's "
-              "bootstrap comparisons.")
+              f"|r| = {REFERENCE_R} at the alpha it was tested at (for claim c's contrast: a "
+              f"difference of atanh({REFERENCE_R}) in Fisher z); claim a's summary row shows "
+              "the smallest of its cells'. A low value makes an inconclusive verdict "
+              "uninformative rather than evidence of no effect. 0 where the test cannot "
+              "reach significance at this n; empty for claim b's permutation test "
+              "otherwise. `p_holm`: the p compared with 0.05 after the claim's own "
+              "correction (equal to p where the rule needs none).")
+ROUTES = ("positive", "negative", "not significant", "not estimable", "no cells", "falls",
+          "lags", "rises", "untestable", "no evidence", "greater", "smaller",
+          "not greater", "not positive", "not tested")
 
 
 def _row(claim: str, scope: str, statistic: str, **values: object) -> dict:
-    row = dict.fromkeys(CLAIMS_COLUMNS, math.nan)
+    row = dict.fromkeys(CLAIMS_COLUMNS + DETAIL_COLUMNS, math.nan)
+    row.update({"route": "", "label": "", "metric": "", "family": FAMILIES[claim],
+                "cells": (), "elsewhere": (), "other": ""})
     row.update(claim=claim, scope=scope, statistic=statistic, **values)
     return row
 
@@ -107,87 +166,163 @@ def _cells(pooled: pd.DataFrame) -> list[tuple[object, float, str]]:
     return out
 
 
+def _label(opt: object, lr: float) -> str:
+    return f"{opt}, lr={format_value('lr', lr)}"
+
+
+def _n_phrase(n: object, n_runs: object) -> str:
+    runs = f" ({int(n_runs)} runs)" if is_number(n_runs) else ""
+    return f"n={int(n) if is_number(n) else 0} configurations{runs}"
+
+
+def _fp(p: object) -> str:
+    return f"{float(p):.2g}" if is_number(p) else "n/a"
+
+
 def _nanmin(values: list[float]) -> float:
     finite = [v for v in values if is_number(v)]
     return min(finite) if finite else math.nan
 
 
-def _label(opt: object, lr: float) -> str:
-    return f"{opt}, lr={format_value('lr', lr)}"
+def _get(pooled: pd.DataFrame, scope: str, y: str) -> pd.Series | None:
+    hit = pooled[(pooled["scope"] == scope) & (pooled["y"] == y)]
+    return hit.iloc[0] if len(hit) else None
 
 
-def _n_phrase(row: pd.Series) -> str:
-    return f"n={int(row['n'])} configurations ({int(row['n_runs'])} runs)"
+def confirmatory_cells(configs: pd.DataFrame) -> pd.DataFrame:
+    """The ``confirmatory: pooled`` family computed from a configuration table.
+
+    Pearson r of log10 trainable with each paper metric per optimizer x lr cell, Holm over
+    the family, as correlation_table builds it (tested equal). Claims use it to re-derive
+    their verdicts from configurations rebuilt without diverged runs.
+    """
+    cols = ["scope", "y", "optimizer", "lr", "n", "n_runs", "r", "p", "ci_low", "ci_high",
+            "p_holm", "alpha_holm"]
+    metrics = [m for m in CONFIRMATORY_METRICS if m in configs]
+    if configs.empty or not {"optimizer", "lr"} <= set(configs) or not metrics:
+        return pd.DataFrame(columns=cols)
+    usable = configs[used_mask(configs)]
+    rows = []
+    for (opt, lr), cell in usable.groupby(["optimizer", "lr"], sort=True):
+        scope = f"optimizer={format_value('optimizer', opt)},lr={format_value('lr', lr)}"
+        x_all = cell[X].to_numpy(dtype=float)
+        for m in metrics:
+            y_all = cell[m].to_numpy(dtype=float)
+            keep = np.isfinite(x_all) & np.isfinite(y_all)
+            x, y = x_all[keep], y_all[keep]
+            behind = cell[RUNS_PREFIX + m].to_numpy(dtype=float)[keep] \
+                if RUNS_PREFIX + m in cell else np.ones(len(x))
+            row = {"scope": scope, "y": m, "optimizer": opt, "lr": float(lr), "n": len(x),
+                   "n_runs": int(behind.sum()), "r": math.nan, "p": math.nan,
+                   "ci_low": math.nan, "ci_high": math.nan}
+            if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+                res = stats.pearsonr(x, y)
+                ci = res.confidence_interval(CONFIDENCE)
+                row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=float(ci.low),
+                           ci_high=float(ci.high))
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=cols[:-2])
+    p = table["p"].to_numpy(dtype=float)
+    ok = np.isfinite(p)
+    table["p_holm"] = np.nan
+    table.loc[ok, "p_holm"] = holm_adjust(p[ok])
+    table["alpha_holm"] = ALPHA / ok.sum() if ok.any() else math.nan
+    return table
 
 
-def _sig(row: pd.Series, sign: int) -> bool:
-    return (is_number(row["r"]) and is_number(row["p_holm"]) and row["p_holm"] < ALPHA
-            and np.sign(row["r"]) == sign)
-
-
-def _power(row: pd.Series) -> float:
-    alpha = row["alpha_holm"]
-    return power_to_detect(int(row["n"]), REFERENCE_R, float(alpha)) if is_number(alpha) \
-        else math.nan
+def _diverged_in(configs: pd.DataFrame, cells: list) -> dict[str, int]:
+    """Diverged runs per cell scope (usable configurations)."""
+    out = {}
+    usable = configs[used_mask(configs)] if len(configs) else configs
+    for opt, lr, scope in cells:
+        sub = usable[(usable["optimizer"] == opt) & (usable["lr"] == lr)] if len(usable) \
+            else usable
+        out[scope] = int(sub["n_diverged"].sum()) if "n_diverged" in sub else 0
+    return out
 
 
 # --- claim a -----------------------------------------------------------------------------
 
-def decide_a(rows: list[pd.Series]) -> tuple[list[str], str]:
-    """Per-cell verdicts and the overall verdict of claim a (RULES['a'])."""
-    per_cell = [SUPPORTED if _sig(r, 1) else CONTRADICTED if _sig(r, -1) else INCONCLUSIVE
-                for r in rows]
-    if per_cell and all(v == SUPPORTED for v in per_cell):
-        return per_cell, SUPPORTED
-    return per_cell, CONTRADICTED if CONTRADICTED in per_cell else INCONCLUSIVE
-
-
-def _claim_a(pooled: pd.DataFrame, cells: list) -> list[dict]:
+def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> list[dict]:
     stat = "pearson r(log10_trainable, test_acc), configurations"
-    hits = [pooled[(pooled["scope"] == scope) & (pooled["y"] == "test_acc")]
-            for _, _, scope in cells]
-    if not cells or any(h.empty for h in hits):
-        return [_row("a", EVERY_CELL, stat, verdict=INCONCLUSIVE,
+    rows = [_get(pooled, scope, "test_acc") for _, _, scope in cells]
+    if not cells or any(r is None for r in rows):
+        return [_row("a", EVERY_CELL, stat, verdict=INCONCLUSIVE, route="no cells",
                      reason="no optimizer x lr cell with test_acc to test")]
-    rows = [h.iloc[0] for h in hits]
-    per_cell, overall = decide_a(rows)
-    out = []
-    for (_, _, scope), row, verdict in zip(cells, rows, per_cell, strict=True):
-        power = _power(row)
+    p = np.array([r["p"] for r in rows], dtype=float)
+    r_all = np.array([r["r"] for r in rows], dtype=float)
+    ok = np.isfinite(p) & np.isfinite(r_all)
+    holm = np.full(len(rows), np.nan)
+    holm[ok] = holm_adjust(p[ok])
+    out, summary_cells = [], []
+    for (opt, lr, scope), row, ph in zip(cells, rows, holm, strict=True):
+        power = power_to_detect(int(row["n"]), REFERENCE_R, ALPHA)
+        n = _n_phrase(row["n"], row["n_runs"])
         if not is_number(row["r"]):
-            reason = f"not estimable: {_n_phrase(row)}, fewer than 3 or a constant variable"
-        elif verdict == INCONCLUSIVE:
-            reason = (f"r={row['r']:.2f}, {_n_phrase(row)}: not significant after Holm "
-                      f"(p_holm={row['p_holm']:.3g}); power to detect r={REFERENCE_R}: "
-                      f"{power:.0%}")
+            verdict, route = INCONCLUSIVE, "not estimable"
+            reason = f"not estimable: {n}, fewer than 3 or a constant variable"
+        elif row["r"] > 0 and row["p"] < ALPHA:
+            verdict, route = SUPPORTED, "positive"
+            reason = f"r={row['r']:.2f}, {n}: significantly positive (p={_fp(row['p'])})"
+        elif row["r"] < 0 and ph < ALPHA:
+            verdict, route = CONTRADICTED, "negative"
+            reason = (f"r={row['r']:.2f}, {n}: significantly negative after Holm over the "
+                      f"cells (p_holm={_fp(ph)})")
         else:
-            reason = (f"r={row['r']:.2f}, {_n_phrase(row)}: significantly "
-                      f"{'positive' if verdict == SUPPORTED else 'negative'} after Holm "
-                      f"(p_holm={row['p_holm']:.2g})")
+            verdict, route = INCONCLUSIVE, "not significant"
+            reason = (f"r={row['r']:.2f}, {n}: not significant (p={_fp(row['p'])}); power "
+                      f"to detect r={REFERENCE_R} at alpha {ALPHA}: {power:.0%}")
+        label = _label(opt, lr)
+        summary_cells.append((label, verdict, route))
         out.append(_row("a", scope, stat, estimate=row["r"], ci_low=row["ci_low"],
-                        ci_high=row["ci_high"], p=row["p"], p_holm=row["p_holm"],
-                        power=power, verdict=verdict, reason=reason))
-    weakest = min(range(len(rows)), key=lambda i: rows[i]["r"] if is_number(rows[i]["r"])
-                  else -math.inf)
-    counts = {v: per_cell.count(v) for v in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)}
-    against = [_label(o, lr) for (o, lr, _), v in zip(cells, per_cell, strict=True)
-               if v == CONTRADICTED]
+                        ci_high=row["ci_high"], p=row["p"], p_holm=ph, power=power,
+                        verdict=verdict, reason=reason, route=route, label=label,
+                        metric="test_acc", n=row["n"], n_runs=row["n_runs"],
+                        n_diverged=diverged.get(scope, 0),
+                        alpha=ALPHA))
+    verdicts = [c[1] for c in summary_cells]
+    against = [i for i, v in enumerate(verdicts) if v == CONTRADICTED]
+    if all(v == SUPPORTED for v in verdicts):
+        overall, route = SUPPORTED, "every cell positive"
+    elif against:
+        overall, route = CONTRADICTED, "some cell negative"
+    else:
+        overall, route = INCONCLUSIVE, "not every cell"
+    counts = {v: verdicts.count(v) for v in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)}
     reason = (f"{counts[SUPPORTED]} of {len(cells)} cells significantly positive, "
               f"{counts[CONTRADICTED]} significantly negative"
-              + (f" ({'; '.join(against)})" if against else "")
+              + (f" ({'; '.join(summary_cells[i][0] for i in against)})" if against else "")
               + f", {counts[INCONCLUSIVE]} inconclusive")
-    p_all = [r["p"] for r in rows]
-    ph_all = [r["p_holm"] for r in rows]
-    out.append(_row("a", EVERY_CELL, "smallest cell r (p: largest cell p)",
-                    estimate=rows[weakest]["r"], ci_low=rows[weakest]["ci_low"],
-                    ci_high=rows[weakest]["ci_high"],
-                    p=max(p_all) if all(map(is_number, p_all)) else math.nan,
-                    p_holm=max(ph_all) if all(map(is_number, ph_all)) else math.nan,
-                    power=_nanmin([r["power"] for r in out]), verdict=overall, reason=reason))
+    if against:  # the contradicting cell with the strongest evidence decided
+        k = min(against, key=lambda i: holm[i])
+        shown = dict(estimate=rows[k]["r"], ci_low=rows[k]["ci_low"],
+                     ci_high=rows[k]["ci_high"], p=rows[k]["p"], p_holm=holm[k])
+        statistic = "pearson r of the most significant negative cell (p_holm: over cells)"
+    else:  # intersection-union: the weakest cell binds, its p is the largest cell p
+        k = min(range(len(rows)), key=lambda i: r_all[i] if ok[i] else -math.inf)
+        largest = float(np.max(p)) if ok.all() else math.nan
+        shown = dict(estimate=rows[k]["r"], ci_low=rows[k]["ci_low"],
+                     ci_high=rows[k]["ci_high"], p=largest, p_holm=largest)
+        statistic = "smallest cell r (p: largest cell p, the intersection-union test)"
+    out.append(_row("a", EVERY_CELL, statistic, **shown,
+                    power=_nanmin([r["power"] for r in out]), verdict=overall, reason=reason,
+                    route=route, metric="test_acc", n=rows[k]["n"], n_runs=rows[k]["n_runs"],
+                    n_diverged=sum(diverged.values()), alpha=ALPHA,
+                    cells=tuple(summary_cells), label=_label(cells[k][0], cells[k][1])))
     return out
 
 
 # --- claim b -----------------------------------------------------------------------------
+
+def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r along the last axis (broadcast): the resampling statistic handed to
+    scipy's bootstrap and permutation test, which would otherwise compute a p-value for
+    every resample (tested equal to ``scipy.stats.pearsonr``; NaN for a constant row)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+
 
 def _corr_difference(x: np.ndarray, gen: np.ndarray, test: np.ndarray,
                      rng: np.random.Generator) -> tuple[float, float, float, float]:
@@ -201,9 +336,7 @@ def _corr_difference(x: np.ndarray, gen: np.ndarray, test: np.ndarray,
     ~6%, so the test uses the permutation p.
     """
     def statistic(a, g, t, axis=-1):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (stats.pearsonr(a, g, axis=axis).statistic
-                    - stats.pearsonr(a, t, axis=axis).statistic)
+        return pearson_rows(a, g) - pearson_rows(a, t)
 
     def swapped(g, t, axis=-1):
         return statistic(x, g, t, axis=axis)
@@ -226,6 +359,16 @@ def _corr_difference(x: np.ndarray, gen: np.ndarray, test: np.ndarray,
     return estimate, low, high, float(perm.pvalue)
 
 
+def smallest_permutation_p(n: int) -> float:
+    """The smallest two-sided p the paired permutation test can give with n configurations:
+    2 / 2^n when all 2^n swaps are enumerated, else 2 / (DIFF_RESAMPLES + 1)."""
+    if n < 1:
+        return math.nan
+    if 2.0 ** n <= DIFF_RESAMPLES:
+        return min(1.0, 2.0 / 2.0 ** n)
+    return 2.0 / (DIFF_RESAMPLES + 1)
+
+
 def discordant_share(x: np.ndarray, y: np.ndarray) -> float:
     """Among pairs with different x, the share where the larger x has the strictly lower y."""
     dx = np.sign(x[:, None] - x[None, :])
@@ -236,28 +379,39 @@ def discordant_share(x: np.ndarray, y: np.ndarray) -> float:
     return float(((dx * dy)[upper] < 0).sum() / upper.sum())
 
 
-def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
-                 seed: int) -> pd.DataFrame:
-    """Every cell x (gen, test) pair: r_gen and its tests, the bootstrap difference."""
+def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int,
+                 cache: dict | None = None) -> pd.DataFrame:
+    """Every cell x (gen, test) pair: r_gen and r_test, the difference and its tests.
+
+    ``cache`` keeps each difference by its data: a cell without diverged runs has the same
+    configurations with and without them, so its resampling runs once.
+    """
+    cache = {} if cache is None else cache
     rows = []
     usable = configs[used_mask(configs)] if len(configs) else configs
     for opt, lr, scope in cells:
         sub = usable[(usable["optimizer"] == opt) & (usable["lr"] == lr)]
         for gen, test in GEN_PAIRS:
-            hit = pooled[(pooled["scope"] == scope) & (pooled["y"] == gen)]
-            if hit.empty or gen not in sub or test not in sub:
+            g, t = _get(pooled, scope, gen), _get(pooled, scope, test)
+            if g is None or gen not in sub or test not in sub:
                 continue
-            g = hit.iloc[0]
             row = {"scope": scope, "optimizer": opt, "lr": lr, "gen": gen, "test": test,
-                   "r_gen": g["r"], "p_gen": g["p"], "p_holm_gen": g["p_holm"], "n": g["n"],
-                   "n_runs": g["n_runs"], "diff": math.nan, "ci_low": math.nan,
-                   "ci_high": math.nan, "p_diff": math.nan, "discordant": math.nan}
+                   "r_gen": g["r"], "r_gen_low": g["ci_low"], "r_gen_high": g["ci_high"],
+                   "p_gen": g["p"], "p_holm_gen": g["p_holm"],
+                   "alpha_holm_gen": g.get("alpha_holm", math.nan),
+                   "r_test": t["r"] if t is not None else math.nan,
+                   "n": g["n"], "n_runs": g["n_runs"], "n_diff": 0, "diff": math.nan,
+                   "ci_low": math.nan, "ci_high": math.nan, "p_diff": math.nan,
+                   "discordant": math.nan}
             data = sub[[X, gen, test]].to_numpy(dtype=float)
             data = data[np.isfinite(data).all(axis=1)]
             if len(data) >= 4 and np.ptp(data, axis=0).min() > 0:
-                rng = np.random.default_rng([seed, zlib.crc32(f"{scope}|{gen}".encode())])
-                diff, low, high, p = _corr_difference(*data.T, rng)
-                row.update(diff=diff, ci_low=low, ci_high=high, p_diff=p,
+                key = (seed, scope, gen, data.tobytes())
+                if key not in cache:
+                    rng = np.random.default_rng([seed, zlib.crc32(f"{scope}|{gen}".encode())])
+                    cache[key] = _corr_difference(*data.T, rng)
+                diff, low, high, p = cache[key]
+                row.update(n_diff=len(data), diff=diff, ci_low=low, ci_high=high, p_diff=p,
                            discordant=discordant_share(data[:, 0], data[:, 1]))
             rows.append(row)
     table = pd.DataFrame(rows)
@@ -265,151 +419,324 @@ def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
         p = table["p_diff"].to_numpy(dtype=float)
         ok = np.isfinite(p)
         table["p_holm_diff"] = np.nan
+        table["p_min"] = [smallest_permutation_p(int(n)) if o else math.nan
+                          for n, o in zip(table["n_diff"], ok, strict=True)]
+        table["testable"] = False
         if ok.any():
-            table.loc[ok, "p_holm_diff"] = multipletests(p[ok], method="holm")[1]
+            table.loc[ok, "p_holm_diff"] = holm_adjust(p[ok])
+            # Holm is monotone in every p: a comparison that is not rejected even when every
+            # comparison reaches its smallest attainable p can never be rejected at this n.
+            best = holm_adjust(table.loc[ok, "p_min"].to_numpy(dtype=float))
+            table.loc[ok, "testable"] = best < ALPHA
     return table
 
 
-def decide_b(comp: pd.DataFrame) -> tuple[dict[str, str], str, dict[str, str]]:
-    """Per-cell verdicts (by scope), the overall verdict of claim b (RULES['b']) and, per
-    cell, which part of the rule decided it."""
-    def sig(v: object) -> bool:
-        return is_number(v) and v < ALPHA
+def _sig(p: object) -> bool:
+    return is_number(p) and float(p) < ALPHA
 
-    comp = comp.assign(
-        neg=[sig(ph) and r < 0 for r, ph in zip(comp["r_gen"], comp["p_holm_gen"],
-                                                strict=True)],
-        pos_holm=[sig(ph) and r > 0 for r, ph in zip(comp["r_gen"], comp["p_holm_gen"],
-                                                     strict=True)],
-        pos_raw=[sig(p) and r > 0 for r, p in zip(comp["r_gen"], comp["p_gen"], strict=True)],
-        lags=[sig(ph) and d < 0 for d, ph in zip(comp["diff"], comp["p_holm_diff"],
-                                                 strict=True)])
-    per_cell, why = {}, {}
-    for scope, grp in comp.groupby("scope", sort=False):
-        falls = grp[grp["neg"]]
-        lags = grp[~grp["pos_raw"] & grp["lags"]]
-        fails = len(grp) == len(GEN_PAIRS) and grp["pos_holm"].all()
-        if len(falls):
-            per_cell[scope] = SUPPORTED
-            why[scope] = f"{falls['gen'].iloc[0]} falls significantly as trainable grows"
-        elif len(lags):
-            c = lags.iloc[0]
-            per_cell[scope] = SUPPORTED
-            why[scope] = (f"{c['gen']} is not significantly positive and its correlation is "
-                          f"significantly below {c['test']}'s")
-        elif fails:
-            per_cell[scope] = CONTRADICTED
-            why[scope] = "both generalization scores rise significantly"
-        else:
-            per_cell[scope] = INCONCLUSIVE
-            why[scope] = "no significant fall, lag or rise of generalization"
-    verdicts = list(per_cell.values())
-    if SUPPORTED in verdicts:
-        return per_cell, SUPPORTED, why
-    if verdicts and all(v == CONTRADICTED for v in verdicts):
-        return per_cell, CONTRADICTED, why
-    return per_cell, INCONCLUSIVE, why
+
+def _b_flags(comp: pd.DataFrame) -> pd.DataFrame:
+    def each(fn):
+        return [fn(r) for r in comp.itertuples()]
+
+    return comp.assign(
+        falls=each(lambda c: _sig(c.p_holm_gen) and c.r_gen < 0 and _sig(c.p_diff)
+                   and c.diff < 0),
+        lags=each(lambda c: not (_sig(c.p_gen) and c.r_gen > 0) and _sig(c.p_holm_diff)
+                  and c.diff < 0),
+        rises=each(lambda c: _sig(c.p_holm_gen) and c.r_gen > 0))
+
+
+def _b_r_gen(c: pd.Series) -> dict:
+    return dict(statistic=f"pearson r(log10_trainable, {c['gen']}), configurations",
+                estimate=c["r_gen"], ci_low=c["r_gen_low"], ci_high=c["r_gen_high"],
+                p=c["p_gen"], p_holm=c["p_holm_gen"], metric=c["gen"], n=c["n"],
+                n_runs=c["n_runs"], alpha=ALPHA,
+                power=power_to_detect(int(c["n"]), REFERENCE_R, float(c["alpha_holm_gen"]))
+                if is_number(c["alpha_holm_gen"]) else math.nan)
+
+
+def _b_diff(c: pd.Series) -> dict:
+    return dict(statistic=f"r({c['gen']}) - r({c['test']}), paired permutation test over "
+                "configurations (CI: paired bootstrap)",
+                estimate=c["diff"], ci_low=c["ci_low"], ci_high=c["ci_high"], p=c["p_diff"],
+                p_holm=c["p_holm_diff"], metric=c["gen"], n=c["n"], n_runs=c["n_runs"],
+                alpha=ALPHA, power=0.0 if not c["testable"] else math.nan,
+                p_min=c["p_min"], n_min=c["n_diff"])
 
 
 def _b_phrase(c: pd.Series) -> str:
     diff = (f"r_gen - r_test = {c['diff']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}], "
-            f"p_holm={c['p_holm_diff']:.2g}" if is_number(c["diff"]) and is_number(c["ci_low"])
-            else "difference not estimable")
+            f"p={_fp(c['p_diff'])}, p_holm={_fp(c['p_holm_diff'])}"
+            if is_number(c["diff"]) and is_number(c["ci_low"]) else "difference not estimable")
     disc = f"; discordant pairs {c['discordant']:.0%}" if is_number(c["discordant"]) else ""
-    r_gen = f"r={c['r_gen']:.2f} (p={c['p_gen']:.2g}, p_holm={c['p_holm_gen']:.2g})" \
-        if is_number(c["r_gen"]) else "r not estimable"
+    r_gen = (f"r={c['r_gen']:.2f} (p={_fp(c['p_gen'])}, p_holm={_fp(c['p_holm_gen'])})"
+             if is_number(c["r_gen"]) else "r not estimable")
     return f"{c['gen']}: {r_gen}; {diff}{disc}"
 
 
-def _claim_b(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list,
-             seed: int) -> tuple[list[dict], pd.DataFrame]:
-    comp = _comparisons(pooled, configs, cells, seed)
+def _untestable_phrase(c: pd.Series, m: int) -> str:
+    return (f"the lag test cannot be tested with {int(c['n_diff'])} configurations (its "
+            f"smallest attainable p, {_fp(c['p_min'])}, cannot pass Holm over {m} "
+            "comparisons)")
+
+
+def _b_cell(scope: str, grp: pd.DataFrame, m: int) -> dict:
+    """One cell's verdict, route, deciding statistic and reason (RULES['b'])."""
+    falls, lags = grp[grp["falls"]], grp[grp["lags"]]
+    ok = grp[grp["p_diff"].notna()]
+    if len(falls):
+        c = falls.sort_values("p_holm_gen").iloc[0]
+        return dict(verdict=SUPPORTED, route="falls", **_b_r_gen(c),
+                    why=f"{c['gen']} falls significantly as trainable grows (r={c['r_gen']:.2f}"
+                        f", p_holm={_fp(c['p_holm_gen'])}), and relative to {c['test']} "
+                        f"(r_gen - r_test = {c['diff']:.2f}, p={_fp(c['p_diff'])})")
+    if len(lags):
+        c = lags.sort_values("p_holm_diff").iloc[0]
+        return dict(verdict=SUPPORTED, route="lags", **_b_diff(c),
+                    why=f"{c['gen']} is not significantly positive and its correlation is "
+                        f"significantly below {c['test']}'s (r_gen - r_test = "
+                        f"{c['diff']:.2f}, p_holm={_fp(c['p_holm_diff'])})")
+    if len(grp) == len(GEN_PAIRS) and grp["rises"].all():
+        c = grp.sort_values("p_holm_gen").iloc[-1]
+        return dict(verdict=CONTRADICTED, route="rises", **_b_r_gen(c),
+                    why="both generalization scores rise significantly (weaker: "
+                        f"{c['gen']} r={c['r_gen']:.2f}, p_holm={_fp(c['p_holm_gen'])})")
+    if len(ok) and not ok["testable"].any():
+        c = ok.sort_values("p_diff").iloc[0]
+        return dict(verdict=INCONCLUSIVE, route="untestable", **_b_diff(c),
+                    why="no significant fall or rise of generalization; "
+                        + _untestable_phrase(c, m))
+    if len(ok):
+        c = ok.sort_values(["p_holm_diff", "p_diff"]).iloc[0]
+        return dict(verdict=INCONCLUSIVE, route="no evidence", **_b_diff(c),
+                    why="no significant fall, lag or rise of generalization")
+    c = grp.iloc[0]
+    return dict(verdict=INCONCLUSIVE, route="not estimable", **_b_r_gen(c),
+                why="the difference r_gen - r_test is not estimable (fewer than 4 "
+                    "configurations or a constant variable)")
+
+
+def _claim_b(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int,
+             diverged: dict[str, int], cache: dict) -> tuple[list[dict], pd.DataFrame]:
+    comp = _comparisons(pooled, configs, cells, seed, cache)
     if comp.empty:
         return [_row("b", SOME_CELL, "r(gen) - r(test)", verdict=INCONCLUSIVE,
+                     route="no cells",
                      reason="no cell with both generalization and test metrics")], comp
-    per_cell, overall, why = decide_b(comp)
-    out = []
+    comp = _b_flags(comp)
+    m = int(comp["p_diff"].notna().sum())
+    out, decided = [], []
+    labels = {scope: _label(o, lr) for o, lr, scope in cells}
     for scope, grp in comp.groupby("scope", sort=False):
-        # The comparison shown: the one that decides a supporting verdict, else the one
-        # with the strongest evidence that gen lags test.
-        order = grp.sort_values("p_holm_diff", na_position="last")
-        c = order.iloc[0]
-        out.append(_row("b", scope, f"r({c['gen']}) - r({c['test']}), paired bootstrap over "
-                        "configurations", estimate=c["diff"], ci_low=c["ci_low"],
-                        ci_high=c["ci_high"], p=c["p_diff"], p_holm=c["p_holm_diff"],
-                        verdict=per_cell[scope],
-                        reason=f"{why[scope]}; n={int(c['n'])} configurations "
-                        f"({int(c['n_runs'])} runs); "
-                        + " | ".join(_b_phrase(r) for _, r in grp.iterrows())))
-    best = comp.sort_values("p_holm_diff", na_position="last").iloc[0]
-    k = sum(v == SUPPORTED for v in per_cell.values())
+        cell = _b_cell(scope, grp, m)
+        why = cell.pop("why")
+        statistic = cell.pop("statistic")
+        n = grp.iloc[0]
+        reason = (f"{why}; {_n_phrase(n['n'], n['n_runs'])}; "
+                  + " | ".join(_b_phrase(r) for _, r in grp.iterrows()))
+        row = _row("b", scope, statistic, reason=reason, label=labels[scope],
+                   n_diverged=diverged.get(scope, 0), **cell)
+        out.append(row)
+        decided.append(row)
+    verdicts = [r["verdict"] for r in decided]
+    summary_cells = tuple((r["label"], r["verdict"], r["route"]) for r in decided)
+    k_sup, k_con = verdicts.count(SUPPORTED), verdicts.count(CONTRADICTED)
+    if k_sup:
+        overall, route = SUPPORTED, "some cell"
+        best = min((r for r in decided if r["verdict"] == SUPPORTED),
+                   key=lambda r: r["p_holm"] if is_number(r["p_holm"]) else math.inf)
+    elif verdicts and k_con == len(verdicts):
+        overall, route = CONTRADICTED, "every cell rises"
+        best = max(decided, key=lambda r: r["p_holm"] if is_number(r["p_holm"]) else math.inf)
+    else:
+        overall = INCONCLUSIVE
+        untestable = [r for r in decided if r["route"] == "untestable"]
+        route = "untestable" if untestable and len(untestable) == len(decided) - k_con \
+            else "no evidence"
+        best = min(decided, key=lambda r: r["p_holm"] if is_number(r["p_holm"]) else math.inf)
     disc = comp["discordant"].dropna()
-    reason = (f"{k} of {len(per_cell)} cells support b, "
-              f"{sum(v == CONTRADICTED for v in per_cell.values())} contradict it"
+    reason = (f"{k_sup} of {len(decided)} cells support b, {k_con} contradict it"
               + (f"; discordant pairs per cell and metric: {disc.min():.0%} to {disc.max():.0%}"
                  if len(disc) else ""))
-    out.append(_row("b", SOME_CELL, "r(gen) - r(test) with the smallest Holm p",
-                    estimate=best["diff"], ci_low=best["ci_low"], ci_high=best["ci_high"],
-                    p=best["p_diff"], p_holm=best["p_holm_diff"], verdict=overall,
-                    reason=reason))
-    return out, comp
+    if route == "untestable":
+        worst = comp[comp["p_diff"].notna()].sort_values("p_min").iloc[0]
+        reason += "; in the other cells " + _untestable_phrase(worst, m)
+    shown = {k: best[k] for k in ("estimate", "ci_low", "ci_high", "p", "p_holm", "power",
+                                  "metric", "n", "n_runs", "alpha", "p_min", "n_min")}
+    out.append(_row("b", SOME_CELL, f"{best['statistic']} in {best['label']} (the deciding "
+                    "cell)", **shown, verdict=overall, route=route, reason=reason,
+                    label=best["label"], cells=summary_cells,
+                    n_diverged=sum(diverged.values())))
+    return out, comp.drop(columns=["falls", "lags", "rises"])
 
 
 # --- claim c -----------------------------------------------------------------------------
 
-def decide_c(rows: list[pd.Series]) -> str:
-    """Verdict of claim c in one cell from its gen_acc and gen_f1 rows (RULES['c'])."""
-    if rows and all(_sig(r, 1) for r in rows):
-        return SUPPORTED
-    return CONTRADICTED if any(_sig(r, -1) for r in rows) else INCONCLUSIVE
+def fisher_contrast(r1: float, n1: int, r2: float, n2: int) -> tuple[float, float, float,
+                                                                     float]:
+    """atanh(r1) - atanh(r2) of two independent Pearson correlations: estimate, 95% CI, p.
+
+    The normal test of the difference of Fisher z values, variance 1/(n1-3) + 1/(n2-3);
+    NaN where a sample has 3 or fewer points.
+    """
+    if not (is_number(r1) and is_number(r2)) or n1 <= 3 or n2 <= 3:
+        return math.nan, math.nan, math.nan, math.nan
+    bound = 1 - 1e-12  # |r| = 1 has an infinite z
+    d = float(np.arctanh(np.clip(r1, -bound, bound)) - np.arctanh(np.clip(r2, -bound, bound)))
+    se = math.sqrt(1 / (n1 - 3) + 1 / (n2 - 3))
+    half = stats.norm.ppf((1 + CONFIDENCE) / 2) * se
+    return d, d - half, d + half, float(2 * stats.norm.sf(abs(d) / se))
 
 
-def gen_positive_cells(pooled: pd.DataFrame, cells: list) -> list[tuple[object, float]]:
-    """The cells where claim c's rule holds (both gen metrics significantly positive)."""
-    out = []
-    for opt, lr, scope in cells:
-        rows = [h.iloc[0] for gen, _ in GEN_PAIRS
-                if not (h := pooled[(pooled["scope"] == scope) & (pooled["y"] == gen)]).empty]
-        if decide_c(rows) == SUPPORTED:
-            out.append((opt, lr))
-    return out
+def _contrast_power(n1: int, others: list[int]) -> float:
+    """Power of the weakest pairwise Fisher-z contrast to detect atanh(REFERENCE_R)."""
+    if n1 <= 3 or not others or min(others) <= 3:
+        return math.nan
+    se = math.sqrt(1 / (n1 - 3) + 1 / (min(others) - 3))
+    return float(normal_power(math.atanh(REFERENCE_R) / se, 1, ALPHA))
 
 
-def _claim_c(pooled: pd.DataFrame, cells: list) -> list[dict]:
-    stat = "pearson r(log10_trainable, gen_acc and gen_f1), configurations: the weaker"
+def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dict], tuple]:
+    """Per gen metric: the cell's r test and its contrast with every other cell."""
+    opt, lr, scope = target
+    tests = []
+    for gen, _ in GEN_PAIRS:
+        row = _get(pooled, scope, gen)
+        if row is None:
+            continue
+        n = int(row["n"])
+        tests.append(dict(kind="r", metric=gen, estimate=row["r"], ci_low=row["ci_low"],
+                          ci_high=row["ci_high"], p=row["p"], n=n, n_runs=row["n_runs"],
+                          power=power_to_detect(n, REFERENCE_R, ALPHA),
+                          statistic=f"pearson r(log10_trainable, {gen}), configurations"))
+        pairs = []
+        for o, v, other in cells:
+            hit = _get(pooled, other, gen)
+            if other == scope or hit is None or not is_number(hit["r"]):
+                continue
+            pairs.append((_label(o, v), int(hit["n"]),
+                          fisher_contrast(row["r"], n, hit["r"], int(hit["n"]))))
+        pairs = [pr for pr in pairs if is_number(pr[2][0])]
+        # Above every other cell <=> the smallest pairwise z statistic passes; below every
+        # other cell <=> the largest does. The binding pair is shown with its own numbers.
+        z = [pr[2][0] / math.sqrt(1 / (n - 3) + 1 / (pr[1] - 3)) for pr in pairs]
+        for kind, pick in (("above", np.argmin), ("below", np.argmax)):
+            test = dict(kind=kind, metric=gen, n=n, n_runs=row["n_runs"], estimate=math.nan,
+                        ci_low=math.nan, ci_high=math.nan, p=math.nan, other="",
+                        power=_contrast_power(n, [pr[1] for pr in pairs]),
+                        statistic=f"Fisher z of r(log10_trainable, {gen}) minus the "
+                                  f"closest other cell's (is it {kind} every other cell?)")
+            if pairs:
+                k = int(pick(z))
+                d, low, high, p_pair = pairs[k][2]
+                test.update(estimate=d, ci_low=low, ci_high=high, p=p_pair,
+                            other=pairs[k][0])
+            tests.append(test)
+    elsewhere = []
+    for o, v, other in cells:
+        if other == scope:
+            continue
+        rows = [_get(pooled, other, gen) for gen, _ in GEN_PAIRS]
+        rows = [r for r in rows if r is not None]
+        if rows and all(is_number(r["r"]) and r["r"] > 0 and r["p"] < ALPHA for r in rows):
+            elsewhere.append(_label(o, v))
+    return tests, tuple(elsewhere)
+
+
+def _claim_c_target(cells: list, claim_c_lr: float | None) -> tuple[tuple | None, str, str]:
+    """The cell claim c tests, or None with why not, and the wanted cell's label."""
     adam = [(o, lr, s) for o, lr, s in cells if str(o).lower() == "adam"]
+    want = STUDY_SMALLEST_LR if claim_c_lr is None else float(claim_c_lr)
+    hit = [c for c in adam if math.isclose(c[1], want, rel_tol=1e-9)]
+    wanted = _label("adam", want)
+    if hit:
+        return hit[0], "", wanted
     if not adam:
-        return [_row("c", "optimizer=adam", stat, verdict=INCONCLUSIVE,
-                     reason="no Adam runs in this sweep")]
-    opt, lr, scope = min(adam, key=lambda c: c[1])
-    rows = [h.iloc[0] for gen, _ in GEN_PAIRS
-            if not (h := pooled[(pooled["scope"] == scope) & (pooled["y"] == gen)]).empty]
-    if not rows:
-        return [_row("c", scope, stat, verdict=INCONCLUSIVE,
-                     reason="no generalization metric in this sweep")]
-    verdict = decide_c(rows)
-    weakest = min(rows, key=lambda r: r["r"] if is_number(r["r"]) else -math.inf)
-    parts = [f"{r['y']}: r={r['r']:.2f} (p_holm={r['p_holm']:.2g})" if is_number(r["r"])
-             else f"{r['y']}: not estimable" for r in rows]
-    holds = gen_positive_cells(pooled, cells)
-    others = [_label(o, v) for o, v in holds if (o, v) != (opt, lr)]
-    if verdict == SUPPORTED and not others:
-        only = f"{_label(opt, lr)} is the only cell where it holds"
-    elif others:
-        only = "it also holds in " + "; ".join(others)
+        return None, "not tested: no Adam runs in this sweep", wanted
+    have = ", ".join(format_value("lr", c[1]) for c in adam)
+    if claim_c_lr is None:
+        return None, (f"not tested: no Adam run at lr={format_value('lr', want)}, the "
+                      f"study's smallest learning rate (Adam cells here: lr={have}); name "
+                      "the cell to test with --claim-c-lr"), wanted
+    return None, (f"not tested: no Adam run at --claim-c-lr {format_value('lr', want)} "
+                  f"(Adam cells here: lr={have})"), wanted
+
+
+def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
+             claim_c_lr: float | None) -> list[dict]:
+    target, why_not, wanted = _claim_c_target(cells, claim_c_lr)
+    if target is None:
+        return [_row("c", "optimizer=adam", "not tested", verdict=INCONCLUSIVE,
+                     route="not tested", reason=why_not, label=wanted)]
+    opt, lr, scope = target
+    label = _label(opt, lr)
+    tests, elsewhere = _c_tests(pooled, cells, target)
+    common = dict(label=label, elsewhere=elsewhere, n_diverged=diverged.get(scope, 0))
+    if not tests:
+        return [_row("c", scope, "not tested", verdict=INCONCLUSIVE, route="not tested",
+                     reason="no generalization metric in this sweep", **common)]
+    # support: every part positive and significant at alpha (intersection-union)
+    parts = [t for t in tests if t["kind"] in ("r", "above")]
+    support = [t for t in parts if is_number(t["estimate"]) and t["estimate"] > 0
+               and _sig(t["p"])]
+    # contradiction: some part negative and significant after Holm over these tests
+    union = [t for t in tests if t["kind"] in ("r", "below") and is_number(t["p"])]
+    against = [t for t in union if t["estimate"] < 0]
+    if union:
+        for t, ph in zip(union, holm_adjust(np.array([t["p"] for t in union])),
+                         strict=True):
+            t["p_holm"] = float(ph)
+    against = [t for t in against if _sig(t.get("p_holm"))]
+    n_gen = sum(t["kind"] == "r" for t in tests)
+    has_contrast = any(t["kind"] == "above" and is_number(t["estimate"]) for t in tests)
+    if len(support) == len(parts) and n_gen == len(GEN_PAIRS) and has_contrast:
+        verdict, route = SUPPORTED, "greater"
+        shown = max(parts, key=lambda t: t["p"])  # the weakest part binds
+        shown["p_holm"] = shown["p"]
+    elif against:
+        verdict = CONTRADICTED
+        shown = min(against, key=lambda t: t["p_holm"])
+        route = "negative" if shown["kind"] == "r" else "smaller"
     else:
-        only = "it holds in no cell"
-    p = [r["p"] for r in rows]
-    ph = [r["p_holm"] for r in rows]
-    power = _nanmin([_power(r) for r in rows])
-    reason = (f"{_n_phrase(rows[0])}; " + "; ".join(parts) + f"; {only}"
-              + (f"; power to detect r={REFERENCE_R}: {power:.0%}"
-                 if verdict == INCONCLUSIVE and is_number(power) else ""))
-    return [_row("c", scope, stat, estimate=weakest["r"], ci_low=weakest["ci_low"],
-                 ci_high=weakest["ci_high"],
-                 p=max(p) if all(map(is_number, p)) else math.nan,
-                 p_holm=max(ph) if all(map(is_number, ph)) else math.nan, power=power,
-                 verdict=verdict, reason=reason)]
+        verdict = INCONCLUSIVE
+        failed = [t for t in parts if t not in support]
+        # the part that failed: a cell r first (the contrast matters only for a positive r)
+        shown = min(failed or parts, key=lambda t: (t["kind"] != "r", -(t["p"] if is_number(
+            t["p"]) else math.inf)))
+        if not has_contrast:
+            route = "not tested"
+        else:
+            route = "not positive" if shown["kind"] == "r" else "not greater"
+        shown["p_holm"] = shown["p"]
+    words = []
+    for t in tests:
+        if t["kind"] == "r":
+            words.append(f"{t['metric']}: r={t['estimate']:.2f} (p={_fp(t['p'])})"
+                         if is_number(t["estimate"]) else f"{t['metric']}: r not estimable")
+        elif t["kind"] == "above" and is_number(t["estimate"]):
+            words.append(f"against the closest other cell ({t['other']}) Fisher z "
+                         f"difference {t['estimate']:.2f} (p={_fp(t['p'])})")
+    reason = {"greater": f"in {label} the gen correlations are significantly positive and "
+                         "significantly above every other cell's",
+              "negative": f"in {label} {shown['metric']} falls significantly",
+              "smaller": f"in {label} {shown['metric']} correlates significantly below every "
+                         "other cell",
+              "not positive": f"in {label} {shown['metric']} is not significantly positive",
+              "not greater": f"in {label} {shown['metric']} is not significantly above every "
+                             "other cell",
+              "not tested": f"in {label} no other cell to contrast with"}[route]
+    reason += f"; {_n_phrase(shown['n'], shown['n_runs'])}; " + "; ".join(words)
+    if elsewhere:
+        reason += "; gen also rises significantly in " + "; ".join(elsewhere)
+    if verdict == INCONCLUSIVE and is_number(shown["power"]):
+        reason += f"; power of that test to detect r={REFERENCE_R}: {shown['power']:.0%}"
+    return [_row("c", scope, shown["statistic"], estimate=shown["estimate"],
+                 ci_low=shown["ci_low"], ci_high=shown["ci_high"], p=shown["p"],
+                 p_holm=shown["p_holm"], power=shown["power"],
+                 verdict=verdict, reason=reason, route=route, metric=shown["metric"],
+                 n=shown["n"], n_runs=shown["n_runs"], alpha=ALPHA,
+                 other=shown.get("other", ""), **common)]
 
 
 # --- all claims --------------------------------------------------------------------------
@@ -419,30 +746,81 @@ def pooled_rows(corr: pd.DataFrame) -> pd.DataFrame:
     return corr[(corr["family"] == POOLED) & (corr["method"] == "pearson")]
 
 
+def _evaluate(pooled: pd.DataFrame, configs: pd.DataFrame, seed: int,
+              claim_c_lr: float | None, cache: dict) -> tuple[list[dict], pd.DataFrame]:
+    cells = _cells(pooled) if len(pooled) else []
+    diverged = _diverged_in(configs, cells)
+    if has_generalization(configs):
+        b_rows, comparisons = _claim_b(pooled, configs, cells, seed, diverged, cache)
+        c_rows = _claim_c(pooled, cells, diverged, claim_c_lr)
+    else:
+        b_rows = [_row("b", SOME_CELL, "r(gen) - r(test)", verdict=INCONCLUSIVE,
+                       route="not tested", reason=NO_GENERALIZATION)]
+        c_rows = [_row("c", "optimizer=adam", "not tested", verdict=INCONCLUSIVE,
+                       route="not tested", reason=NO_GENERALIZATION)]
+        comparisons = pd.DataFrame()
+    return _claim_a(pooled, cells, diverged) + b_rows + c_rows, comparisons
+
+
 def has_generalization(configs: pd.DataFrame) -> bool:
     """Whether any configuration has a finite generalization score (claims b and c need one)."""
     gens = [gen for gen, _ in GEN_PAIRS if gen in configs]
     return bool(gens) and bool(np.isfinite(configs[gens].to_numpy(dtype=float)).any())
 
 
-def evaluate_claims(corr: pd.DataFrame, configs: pd.DataFrame,
-                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """claims.csv (CLAIMS_COLUMNS) and claim b's per-cell comparison table.
+def decide_a(pooled: pd.DataFrame) -> list[dict]:
+    """Claim a's rows (cells, then the summary) from a ``confirmatory: pooled`` table."""
+    return _claim_a(pooled, _cells(pooled) if len(pooled) else [], {})
+
+
+def decide_c(pooled: pd.DataFrame, claim_c_lr: float | None = None) -> dict:
+    """Claim c's row from a ``confirmatory: pooled`` table."""
+    return _claim_c(pooled, _cells(pooled) if len(pooled) else [], {}, claim_c_lr)[0]
+
+
+def _flag_divergence(rows: list[dict], without: list[dict]) -> None:
+    """verdict_without_diverged on every row; where it differs, the reason says why."""
+    other = {(r["claim"], r["scope"]): r for r in without}
+    for row in rows:
+        alt = other.get((row["claim"], row["scope"]))
+        row["verdict_without_diverged"] = alt["verdict"] if alt else INCONCLUSIVE
+        row["estimate_without_diverged"] = alt["estimate"] if alt else math.nan
+        if row["verdict_without_diverged"] != row["verdict"]:
+            k = int(row["n_diverged"]) if is_number(row["n_diverged"]) else 0
+            est = (f" (estimate {alt['estimate']:.2f} instead of {row['estimate']:.2f})"
+                   if alt and is_number(alt["estimate"]) and is_number(row["estimate"])
+                   else "")
+            row["reason"] += (f"; decided by divergence: without the {k} diverged runs "
+                              f"the verdict is {row['verdict_without_diverged']}{est}")
+
+
+def evaluate_claims(corr: pd.DataFrame, configs: pd.DataFrame, seed: int = 0,
+                    completed: pd.DataFrame | None = None,
+                    claim_c_lr: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """claims (CLAIMS_COLUMNS + DETAIL_COLUMNS) and claim b's per-cell comparison table.
 
     ``corr`` is correlation_table's output; ``configs`` the configuration means
-    (``configuration_means``) of the same runs.
+    (``configuration_means``) of the same runs; ``completed`` the configuration means of
+    the completed runs only (``statuses=("completed",)``), from which every verdict is
+    re-derived without diverged runs. Without ``completed``, ``verdict_without_diverged``
+    equals ``verdict`` when no run diverged and is left empty when some did (means over
+    diverged runs cannot be taken apart again).
+    ``claim_c_lr``: the Adam learning rate claim c tests (default the study's smallest).
     """
     pooled = pooled_rows(corr)
-    cells = _cells(pooled) if len(pooled) else []
-    if has_generalization(configs):
-        b_rows, comparisons = _claim_b(pooled, configs, cells, seed)
-        c_rows = _claim_c(pooled, cells)
+    cache: dict = {}
+    rows, comparisons = _evaluate(pooled, configs, seed, claim_c_lr, cache)
+    any_diverged = len(configs) and "n_diverged" in configs and configs["n_diverged"].sum() > 0
+    if any_diverged and completed is not None:
+        without, _ = _evaluate(confirmatory_cells(completed), completed, seed, claim_c_lr,
+                               cache)
+    elif any_diverged:
+        without = []  # not re-derivable: say so rather than copy the verdict
     else:
-        b_rows = [_row("b", SOME_CELL, "r(gen) - r(test)", verdict=INCONCLUSIVE,
-                       reason=NO_GENERALIZATION)]
-        c_rows = [_row("c", "optimizer=adam", "pearson r(log10_trainable, gen_acc and "
-                       "gen_f1), configurations", verdict=INCONCLUSIVE,
-                       reason=NO_GENERALIZATION)]
-        comparisons = pd.DataFrame()
-    rows = _claim_a(pooled, cells) + b_rows + c_rows
-    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS), comparisons
+        without = rows
+    if any_diverged and completed is None:
+        for row in rows:
+            row["verdict_without_diverged"] = math.nan
+    else:
+        _flag_divergence(rows, without)
+    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS + DETAIL_COLUMNS), comparisons

@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bootstrap resamples for Spearman/Kendall CIs (default 1000; "
                              "0 = no CIs)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--run-cis", action="store_true",
+                        help="also bootstrap CIs for the run-level (exploratory, "
+                             "pseudo-replicated) rows; slow on large sweeps")
+    parser.add_argument("--claim-c-lr", type=float, default=None, metavar="LR",
+                        help="the Adam learning rate claim c tests (default: the study's "
+                             "smallest, 0.0001; without such a cell c is not tested)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -34,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_boot < 0:
         print("error: --n-boot must be 0 or more", file=sys.stderr)
         return 2
+    if args.claim_c_lr is not None and not args.claim_c_lr > 0:
+        print("error: --claim-c-lr must be a positive learning rate, e.g. 0.0001",
+              file=sys.stderr)
+        return 2
     logger = logging.getLogger("paramcorr.analysis")
     if not args.quiet and not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -43,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from paramcorr.analysis import run_analysis  # heavy imports after argument errors
 
     try:
-        result = run_analysis(args.sweep_dirs, args.out, n_boot=args.n_boot, seed=args.seed)
+        result = run_analysis(args.sweep_dirs, args.out, n_boot=args.n_boot, seed=args.seed,
+                              run_cis=args.run_cis, claim_c_lr=args.claim_c_lr)
     except UserError as err:  # bad sweep dirs, no records, unusable --out: before statistics
         print(f"error: {err}", file=sys.stderr)
         return 2

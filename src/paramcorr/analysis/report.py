@@ -11,6 +11,7 @@ import pandas as pd
 from paramcorr.analysis.claims import (
     CLAIMS,
     CONTRADICTED,
+    FAMILIES,
     NO_GENERALIZATION,
     POWER_NOTE,
     RULES,
@@ -25,6 +26,7 @@ from paramcorr.analysis.stats import (
     BOOT_WORK,
     EXPLORATORY,
     MODEL_METRICS,
+    NO_RUN_CI,
     POOLED,
     X,
     family_sizes,
@@ -152,10 +154,12 @@ def _claims_section(inp: ReportInputs) -> list[str]:
     rows = []
     for r in claims.itertuples():
         ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
+        without = r.verdict_without_diverged if isinstance(r.verdict_without_diverged, str) \
+            else "n/a"
         rows.append([r.claim, f"`{r.scope}`", f"{fr(r.estimate)}{ci}", fp(r.p_holm),
-                     fpct(r.power), f"**{r.verdict}**", r.reason])
+                     fpct(r.power), f"**{r.verdict}**", without, r.reason])
     lines += [md_table(["claim", "scope", "estimate [95% CI]", "p_holm", "power", "verdict",
-                        "reason"], rows), "",
+                        "without diverged", "reason"], rows), "",
               "Statistic per row: claims.csv (`statistic`); LaTeX: claims.tex.", ""]
     lines += ["In words:", "", *claim_sentences(claims), ""]
     return lines
@@ -166,64 +170,151 @@ def _summary_row(claims: pd.DataFrame, claim: str) -> pd.Series | None:
     return hit.iloc[-1] if len(hit) else None
 
 
-def claim_sentences(claims: pd.DataFrame) -> list[str]:
-    """One plain sentence per claim, generated from its verdict and numbers only."""
-    out = []
-    a = _summary_row(claims, "a")
-    if a is not None:
-        cells = claims[(claims["claim"] == "a") & (claims["scope"] != a["scope"])]
-        pos = cells[cells["verdict"] == SUPPORTED]
-        neg = cells[cells["verdict"] == CONTRADICTED]
-        if a["verdict"] == SUPPORTED:
-            out.append(f"- **a — supported.** In all {len(cells)} optimizer x lr cells, "
-                       "configurations with more trainable parameters reach a higher test "
-                       f"accuracy (smallest r = {fr(a['estimate'])}, every cell significant "
-                       "after Holm).")
-        elif a["verdict"] == CONTRADICTED:
-            where = "; ".join(f"`{r.scope}` (r = {fr(r.estimate)})" for r in neg.itertuples())
-            out.append(f"- **a — contradicted.** Test accuracy falls significantly as trainable "
-                       f"parameters grow in {where}; the claim needs a positive correlation "
-                       "in every cell.")
-        else:
-            out.append(f"- **a — inconclusive.** {len(pos)} of {len(cells)} cells show a "
-                       "significant positive correlation with test accuracy and none a "
-                       "significant negative one; the rest are not significant (lowest power "
-                       f"to detect r = {REFERENCE_R}: {fpct(a['power'])}).")
-    b = _summary_row(claims, "b")
-    if b is not None:
-        cells = claims[(claims["claim"] == "b") & (claims["scope"] != b["scope"])]
+def _cell_rows(claims: pd.DataFrame, claim: str) -> pd.DataFrame:
+    """A claim's per-cell rows (every row but its last, the summary)."""
+    hit = claims[claims["claim"] == claim]
+    return hit.iloc[:-1]
+
+
+def _and_list(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _p_text(row: pd.Series) -> str:
+    """'p = 0.012' or, where the claim corrected it, 'p_holm = 0.03'."""
+    if is_number(row["p_holm"]) and is_number(row["p"]) and row["p_holm"] != row["p"]:
+        return f"p_holm = {fp(row['p_holm'])}"
+    return f"p = {fp(row['p'])}"
+
+
+def _divergence_note(claims: pd.DataFrame, claim: str) -> str:
+    """Where leaving the diverged runs out changes a verdict: which, and how many runs."""
+    if "verdict_without_diverged" not in claims:
+        return ""
+    rows = claims[claims["claim"] == claim]
+    changed = rows[rows["verdict_without_diverged"].notna()
+                   & (rows["verdict_without_diverged"] != rows["verdict"])]
+    if changed.empty:
+        return ""
+    summary = rows.iloc[-1]
+    parts = []
+    for r in changed.itertuples():
+        where = "overall" if r.Index == summary.name else f"in {r.label}"
+        runs = int(r.n_diverged) if is_number(r.n_diverged) else 0
+        parts.append(f"{where} it would be {r.verdict_without_diverged} without the {runs} "
+                     f"diverged run{'s' if runs != 1 else ''}")
+    return " Decided by divergence: " + "; ".join(parts) + "."
+
+
+def _sentence_a(claims: pd.DataFrame, a: pd.Series) -> str:
+    cells = _cell_rows(claims, "a")
+    pos = cells[cells["verdict"] == SUPPORTED]
+    neg = cells[cells["verdict"] == CONTRADICTED]
+    if a["verdict"] == SUPPORTED:
+        return (f"- **a — supported.** In all {len(cells)} optimizer x lr cells, "
+                "configurations with more trainable parameters reach a higher test accuracy "
+                f"(every cell p < {fnum(a['alpha'])}; smallest r = {fr(a['estimate'])}).")
+    if a["verdict"] == CONTRADICTED:
+        where = _and_list([f"{r.label} (r = {fr(r.estimate)}, p_holm = {fp(r.p_holm)})"
+                           for r in neg.itertuples()])
+        return (f"- **a — contradicted.** Test accuracy falls significantly as trainable "
+                f"parameters grow in {where}; the claim needs a positive correlation in every "
+                "cell.")
+    if a["route"] == "no cells":
+        return "- **a — inconclusive.** No optimizer x lr cell has test accuracy to test."
+    return (f"- **a — inconclusive.** {len(pos)} of {len(cells)} cells show a significant "
+            "positive correlation with test accuracy and none a significant negative one; "
+            f"the rest are not significant (lowest per-cell power to detect r = {REFERENCE_R} "
+            f"at alpha {fnum(a['alpha'])}: {fpct(a['power'])}).")
+
+
+def _b_cell_text(r) -> str:
+    if r.route == "falls":
+        return (f"in {r.label} {r.metric} falls significantly as trainable parameters grow "
+                f"(r = {fr(r.estimate)}, p_holm = {fp(r.p_holm)}) and falls relative to test "
+                "accuracy")
+    ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
+    return (f"in {r.label} {r.metric} is not significantly positive and its correlation lies "
+            f"significantly below the test score's (r_gen - r_test = {fr(r.estimate)}{ci}, "
+            f"p_holm = {fp(r.p_holm)})")
+
+
+def _sentence_b(claims: pd.DataFrame, b: pd.Series) -> str:
+    cells = _cell_rows(claims, "b")
+    if b["verdict"] == SUPPORTED:
         hold = cells[cells["verdict"] == SUPPORTED]
-        if b["verdict"] == SUPPORTED:
-            where = "; ".join(f"in `{r.scope}` {str(r.reason).split('; ')[0]}"
-                              for r in hold.itertuples())
-            out.append("- **b — supported.** More trainable parameters do not guarantee a "
-                       f"better generalization score: {where}.")
-        elif b["reason"] == NO_GENERALIZATION:
-            out.append(f"- **b — inconclusive.** Not tested: {NO_GENERALIZATION}.")
-        elif b["verdict"] == CONTRADICTED:
-            out.append("- **b — contradicted.** In every cell both generalization scores rise "
-                       "significantly with trainable parameters.")
-        else:
-            out.append("- **b — inconclusive.** No cell shows generalization lagging test "
-                       "accuracy (or falling) significantly, and not every cell shows it "
-                       "rising significantly.")
-    c = _summary_row(claims, "c")
-    if c is not None and c["reason"] == NO_GENERALIZATION:
-        out.append(f"- **c — inconclusive.** Not tested: {NO_GENERALIZATION}.")
-    elif c is not None:
-        verdict = {"supported": "supported", "contradicted": "contradicted"}.get(
-            c["verdict"], "inconclusive")
-        text = {"supported": "the correlation of trainable parameters with both "
-                             "generalization scores is significantly positive",
-                "contradicted": "the correlation with generalization is significantly "
-                                "negative",
-                "inconclusive": "the correlation with generalization is not significant "
-                                "for both scores"}[verdict]
-        detail = str(c["reason"]).rsplit("; ", 2)
-        only = next((d for d in detail if "holds" in d), "")
-        out.append(f"- **c — {verdict}.** In `{c['scope']}` {text} (weaker r = "
-                   f"{fr(c['estimate'])}, p_holm = {fp(c['p_holm'])})"
-                   + (f"; {only}." if only else "."))
+        return ("- **b — supported.** More trainable parameters do not guarantee a better "
+                "generalization score: " + "; ".join(_b_cell_text(r) for r in hold.itertuples())
+                + ".")
+    if b["verdict"] == CONTRADICTED:
+        return ("- **b — contradicted.** In every cell both generalization scores rise "
+                f"significantly with trainable parameters (weakest: {b['label']}, "
+                f"{b['metric']} r = {fr(b['estimate'])}, p_holm = {fp(b['p_holm'])}).")
+    if b["reason"] == NO_GENERALIZATION:
+        return f"- **b — inconclusive.** Not tested: {NO_GENERALIZATION}."
+    if b["route"] == "no cells":
+        return "- **b — inconclusive.** No cell has both generalization and test scores."
+    text = ("- **b — inconclusive.** No cell shows generalization falling or lagging test "
+            "accuracy significantly, and not every cell shows it rising significantly.")
+    untestable = cells[cells["route"] == "untestable"]
+    if len(untestable):
+        sizes = sorted({int(n) for n in untestable["n_min"] if is_number(n)})
+        p_min = untestable["p_min"].min()
+        text += (f" In {len(untestable)} of {len(cells)} cells the lag test cannot be tested "
+                 f"with {' or '.join(map(str, sizes))} configurations: its smallest attainable "
+                 f"p ({fp(p_min)}) cannot pass Holm, so its power is 0.")
+    return text
+
+
+def _sentence_c(c: pd.Series) -> str:
+    label, route = c["label"], c["route"]
+    if route == "not tested":
+        if c["reason"] == NO_GENERALIZATION:
+            return f"- **c — inconclusive.** Not tested: {NO_GENERALIZATION}."
+        if c["scope"] == "optimizer=adam":
+            return (f"- **c — not tested.** The sweep has no Adam cell at {label} (the "
+                    "study's smallest learning rate unless `--claim-c-lr` names another).")
+        return f"- **c — not tested.** {label} has no generalization score or no other cell."
+    also = ""
+    if len(c["elsewhere"]):
+        others = list(c["elsewhere"])
+        also = (f" Generalization also rises significantly in {len(others)} other "
+                f"cell{'s' if len(others) != 1 else ''}: {_and_list(others)}.")
+    ci = f" [{fr(c['ci_low'])}, {fr(c['ci_high'])}]" if is_number(c["ci_low"]) else ""
+    if route == "greater":
+        body = (f"In {label} the correlation of trainable parameters with both "
+                "generalization scores is significantly positive and significantly above "
+                f"every other cell's (weakest part: {c['statistic']}, {fr(c['estimate'])}{ci}, "
+                f"{_p_text(c)}).")
+    elif route == "negative":
+        body = (f"In {label} {c['metric']} falls significantly with trainable parameters "
+                f"(r = {fr(c['estimate'])}{ci}, {_p_text(c)}).")
+    elif route == "smaller":
+        body = (f"In {label} the correlation with {c['metric']} lies significantly below "
+                f"every other cell's (closest: {c['other']}, Fisher z difference "
+                f"{fr(c['estimate'])}{ci}, {_p_text(c)}).")
+    elif route == "not positive":
+        body = (f"In {label} the correlation with {c['metric']} is not significantly "
+                f"positive (r = {fr(c['estimate'])}{ci}, {_p_text(c)}; power to detect "
+                f"r = {REFERENCE_R}: {fpct(c['power'])}).")
+    else:
+        body = (f"In {label} the correlation with generalization is positive but not "
+                f"significantly above every other cell's ({c['metric']}, closest: "
+                f"{c['other']}, Fisher z difference {fr(c['estimate'])}{ci}, {_p_text(c)}): "
+                "it does not *become* positive there.")
+    return f"- **c — {c['verdict']}.** {body}{also}"
+
+
+def claim_sentences(claims: pd.DataFrame) -> list[str]:
+    """One plain sentence per claim, formatted from its structured fields only."""
+    out = []
+    for key, sentence in (("a", lambda s: _sentence_a(claims, s)),
+                          ("b", lambda s: _sentence_b(claims, s)), ("c", _sentence_c)):
+        row = _summary_row(claims, key)
+        if row is not None:
+            out.append(sentence(row) + _divergence_note(claims, key))
     return out
 
 
@@ -262,9 +353,23 @@ def _header(inp: ReportInputs) -> list[str]:
     return [*lines, ""]
 
 
+def _claim_families(sizes: dict[str, int]) -> str:
+    """Which family each claim's tests use, and the combined rate of the confirmatory
+    tables (each holds its own 5%; together they do not)."""
+    confirm = [k for k in sizes if k != EXPLORATORY]
+    text = "; the claims use: " + "; ".join(f"{k} — {v}" for k, v in FAMILIES.items())
+    if len(confirm) > 1:
+        k = len(confirm)
+        text += (f". Each of the {k} confirmatory tables holds its familywise error rate at "
+                 f"{ALPHA:.0%}; the chance that some table rejects a true null is at most "
+                 f"{min(1.0, k * ALPHA):.0%} (Bonferroni bound), "
+                 f"{1 - (1 - ALPHA) ** k:.0%} were the tables independent")
+    return text
+
+
 def _how_to_read(inp: ReportInputs) -> list[str]:
     sizes = family_sizes(inp.corr)
-    fam = "; ".join(f"`{k}`: {v} tests" for k, v in sizes.items())
+    fam = "; ".join(f"`{k}`: {v} tests" for k, v in sizes.items()) + _claim_families(sizes)
     return [
         "## How to read this", "",
         "Each run fine-tunes one pretrained architecture with one optimizer, learning rate "
@@ -374,7 +479,8 @@ def _findings(inp: ReportInputs) -> list[str]:
     if pooled.empty or pooled["p"].notna().sum() == 0:
         return [*lines, "- No configuration slice had 3 or more usable points with varying "
                 "values: nothing could be tested.", ""]
-    lines += claim_sentences(inp.claims)
+    if len(inp.claims):
+        lines.append("- The study's claims: their verdicts, in words, open this report.")
     sizes = family_sizes(corr)
     for family, size in sizes.items():
         if family == EXPLORATORY:
@@ -654,14 +760,21 @@ def _method_section(inp: ReportInputs) -> list[str]:
              f"95% CI: `scipy.stats.bootstrap`, pairs resampled (configurations for "
              f"`unit=configuration`), seed {inp.seed}, BCa for n <= {BCA_MAX_N}, percentile "
              "above.",
-             "- Holm and Benjamini-Hochberg: `statsmodels.stats.multitest.multipletests` within "
-             "each family of correlations.csv (column `family`).",
+             "- Holm (one vectorised step-down pass, tested equal to statsmodels' "
+             "`multipletests`) and Benjamini-Hochberg (`scipy.stats.false_discovery_control`) "
+             "within each family of correlations.csv (column `family`).",
              "- Power: `pingouin.power_corr`; F-test power: `statsmodels` `FTestPower`.",
              f"- A slice uses completed and diverged runs with a finite {X} and metric; failed "
              "runs are never used. A configuration's score is the mean over its usable runs. "
              "Under 3 points or a constant variable: empty statistics."]
     if inp.n_boot <= 0:
         lines.append("- Spearman and Kendall CIs were not computed (--n-boot 0).")
+    no_run_ci = int((inp.corr["ci_method"] == NO_RUN_CI).sum()) if "ci_method" in inp.corr \
+        else 0
+    if no_run_ci:
+        lines.append(f"- The {no_run_ci} Spearman / Kendall rows on runs (`unit=run`: "
+                     "exploratory, seeds are not independent) have no bootstrap CI; "
+                     "`--run-cis` draws them.")
     if len(boot):
         used = boot["n_resamples"]
         full = boot[used >= inp.n_boot]

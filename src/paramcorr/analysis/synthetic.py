@@ -169,7 +169,8 @@ def truth_runs(test_slope: dict | float = 0.0, gen_slope: dict | float = 0.0,
                n_sweeps: int = 1, models: tuple[str, ...] = tuple(MODELS),
                freezes: tuple[str, ...] = ("base", "none"),
                optimizers: tuple[str, ...] = ("adam", "sgd"),
-               lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4), rng_seed: int = 0) -> pd.DataFrame:
+               lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4), rng_seed: int = 0,
+               shared_sd: float = 0.0) -> pd.DataFrame:
     """A runs table (as ``collect_runs`` builds it) with known slopes per optimizer x lr cell.
 
     ``test_slope`` / ``gen_slope``: change of test_acc / gen_acc per tenfold more trainable
@@ -178,6 +179,9 @@ def truth_runs(test_slope: dict | float = 0.0, gen_slope: dict | float = 0.0,
     SD ``config_sd`` that all its seeds share; each run adds noise with SD ``seed_sd``.
     F1 follows accuracy with a little noise of its own. ``n_sweeps`` > 1 stacks independent
     sweeps (column ``sweep``) for simulations; everything is drawn in one vectorised pass.
+    ``shared_sd``: an effect per architecture x strategy (and sweep) that every optimizer x
+    lr cell shares, as a real backbone is good or bad at every learning rate: it makes the
+    cells' correlations depend on each other.
     """
     rng = np.random.default_rng(rng_seed)
     grid = np.array(list(itertools.product(range(n_sweeps), models, freezes, optimizers, lrs)),
@@ -190,9 +194,12 @@ def truth_runs(test_slope: dict | float = 0.0, gen_slope: dict | float = 0.0,
     trainable = np.where(freeze == "base", head, total)
     x = np.log10(trainable)
     cfg = {}
+    arch = pd.factorize(pd.Series([f"{s}|{m}|{f}" for s, m, f in zip(sweep, model, freeze,
+                                                                    strict=True)]))[0]
     for metric, spec in (("test_acc", test_slope), ("gen_acc", gen_slope)):
         slope = np.array([_slope_of(spec, o, v) for o, v in zip(optimizer, lr, strict=True)])
-        cfg[metric] = (TRUTH_BASE[metric] + slope * (x - X_CENTRE)
+        shared = rng.normal(0.0, shared_sd, arch.max() + 1)[arch] if shared_sd > 0 else 0.0
+        cfg[metric] = (TRUTH_BASE[metric] + slope * (x - X_CENTRE) + shared
                        + rng.normal(0.0, config_sd, n_cfg))
     rows = np.repeat(np.arange(n_cfg), n_seeds)
     seed = np.tile(np.arange(n_seeds), n_cfg)

@@ -107,11 +107,15 @@ def _walk_class(class_dir: str, rel_base: str, excluded: frozenset[tuple[int, in
                 ) -> tuple[ImageFile, ...]:
     """Images below ``class_dir``, through links as ImageFolder follows them, in its order.
 
-    A directory that is (a link to) one of its own ancestors would be walked without end:
-    :class:`LinkCycle`. A directory in ``excluded`` (outputs, caches) is not entered.
+    A directory that is (a link to) one of its own ancestors would be walked without end
+    (or, for a link to ``/``, through the whole file system first): :class:`LinkCycle`.
+    A directory in ``excluded`` (outputs, caches) is not entered.
     """
+    # The class dir and every folder above it, to the file system's root: a link to any of
+    # them (even to ``/``) is a cycle, named at the link itself.
+    real = Path(os.path.realpath(class_dir))
     ancestors: dict[str, frozenset[tuple[int, int]]] = {
-        class_dir: frozenset({_inode(class_dir)})}
+        class_dir: frozenset(_inode(str(d)) for d in (real, *real.parents))}
     found: list[tuple[str, list[str]]] = []
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         above = ancestors.pop(dirpath)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import timm
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -92,7 +93,9 @@ def test_a_changed_weights_file_or_dataset_runs_the_job_again(train_config, tmp_
     assert inputs["weights_digest"] == "sha256:" + _sha256(weights)
     assert run_job(cfg, out).kind == "finished"  # nothing changed: skipped
 
-    # The weights file is overwritten (e.g. pretrained again): another job.
+    # The weights file is overwritten (e.g. pretrained again): another job. (Seeded apart:
+    # jobs leave the global random state where their seed puts it, loaders do not move it.)
+    torch.manual_seed(1)
     save_checkpoint(timm.create_model("test_resnet", num_classes=3), weights, metadata={})
     second = run_job(cfg, out)
     assert isinstance(second, RunRecord) and second.status == "completed"
@@ -255,3 +258,66 @@ def test_two_launches_racing_on_one_sweep_run_each_job_once(tmp_path):
     skipped = output.count("skip (already completed)") + output.count(
         "skip (running in another process)")
     assert ran == 8 and skipped == 8, output[-3000:]
+
+
+# --- re-running a finished sweep with a result-neutral key changed skips every job ----------
+
+# A value other than the default for each result-neutral key a user can set. ``experiment``
+# is a preset's name (its values land in other keys); ``logger.tracking_uri`` exists only
+# under logger=mlflow, whose choice is covered by ``logger``.
+NEUTRAL_OVERRIDES = {
+    "name": "name=other", "strict": "strict=true", "optimized_metric": "optimized_metric=test_acc",
+    "paths.output_root": "paths.output_root=/elsewhere",
+    "paths.cache_dir": "paths.cache_dir=/elsewhere/cache",
+    "paths.pretrained_dir": "paths.pretrained_dir=/elsewhere/pretrained",
+    "logger": "logger=csv", "data.root": "data.root=/elsewhere/images",
+    "data.generalization_root": "data.generalization_root=/elsewhere/shifted",
+    "data.num_workers": "data.num_workers=0", "data.cache_inputs": "data.cache_inputs=false",
+    "data.cache_max_gb": "data.cache_max_gb=1",
+    "freeze.cache_features": "freeze.cache_features=false",
+    "freeze.out_of_range": "freeze.out_of_range=skip",
+    "trainer.enable_progress_bar": "trainer.enable_progress_bar=true",
+    "trainer.enable_model_summary": "++trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps": "++trainer.log_every_n_steps=7",
+}
+
+
+def test_a_finished_digits_job_rerun_with_the_loader_keys_changed_is_skipped(train_config,
+                                                                            tmp_path):
+    """Issue 18: the digits fingerprint hashed the whole data node, num_workers included."""
+    out = tmp_path / "job"
+    assert run_job(train_config(), out).status == "completed"
+    again = run_job(train_config("data.num_workers=0", "data.cache_inputs=false",
+                                 "data.cache_max_gb=1"), out)
+    assert isinstance(again, NotRun) and again.kind == "finished", again
+
+
+@pytest.mark.slow  # 17 keys x 2 jobs, each composed as Hydra composes it
+def test_a_finished_digits_sweep_rerun_with_any_neutral_key_changed_skips_every_job(
+        train_config, tmp_path):
+    assert set(NEUTRAL_OVERRIDES) == set(RESULT_NEUTRAL_KEYS) - {"experiment",
+                                                                 "logger.tracking_uri"}
+    jobs = {f"freeze={f}": tmp_path / "sweep" / f"freeze={f}" for f in ("base", "none")}
+    for override, out in jobs.items():  # the demo's data: digits
+        assert run_job(train_config(override), out).status == "completed"
+    for key, neutral in NEUTRAL_OVERRIDES.items():
+        for override, out in jobs.items():
+            # The job's own path: run_job fingerprints the inputs and hashes, then skips.
+            again = run_job(train_config(override, neutral), out)
+            assert isinstance(again, NotRun) and again.kind == "finished", (key, again)
+    assert not list((tmp_path / "sweep").rglob("*.json.old"))
+
+
+@pytest.mark.slow
+def test_relaunching_the_demo_sweep_with_data_num_workers_0_skips_it(tmp_path):
+    from helpers import run_script
+
+    sweep = ["-m", "experiment=smoke", "model=test_resnet", "optimizer=adam"]  # 2 jobs
+    first = run_script("train.py", *sweep, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_script("train.py", *sweep, "data.num_workers=0", "data.cache_inputs=false",
+                       "data.cache_max_gb=1", "freeze.cache_features=false", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    output = again.stdout + again.stderr
+    assert output.count("skip (already completed)") == 2, output[-3000:]
+    assert "| completed" not in output

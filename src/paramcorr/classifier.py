@@ -195,13 +195,11 @@ class EpochOfBatches:
                 and self.loader.num_workers == 0):
             yield from self.loader
             return
-        # The loader's own batches of indices, drawn from its generator exactly as iterating
-        # the loader draws them (a worker base seed first, then the sampler's permutation),
-        # and gathered from the tensors in one index per batch instead of per-sample
-        # collation: the same values, at a fraction of the cost.
-        indices = iter(self.loader.batch_sampler)
-        torch.empty((), dtype=torch.int64).random_(generator=self.loader.generator)
-        for index in indices:
+        # The loader's own batches of indices (its sampler draws them from the seed and the
+        # epoch alone, see paramcorr.data.SeededOrder), gathered from the tensors in one
+        # index per batch instead of per-sample collation: the same values, at a fraction of
+        # the cost.
+        for index in self.loader.batch_sampler:
             rows = torch.as_tensor(index)
             yield tuple(t[rows] for t in dataset.tensors)
 
@@ -211,6 +209,9 @@ class EpochLoader:
 
     def __init__(self, loader: DataLoader, limit: int) -> None:
         self.epoch = EpochOfBatches(loader, limit)
+        # Lightning sets the epoch of a train loader's sampler before each epoch (its
+        # _set_sampler_epoch reads ``.sampler``): this one's, as for the loader itself.
+        self.sampler = loader.sampler
 
     def __len__(self) -> int:
         return 1

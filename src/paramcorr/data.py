@@ -11,8 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +27,15 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from timm.data import create_transform
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as tvf
 from tqdm.auto import tqdm
 
+from paramcorr.atomic import atomic_path
 from paramcorr.errors import UserError
+from paramcorr.inputs import SplitListing, excluded_dirs, list_split
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +66,17 @@ class DataSplits:
         return getattr(self, split)
 
 
-def build_data(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
-    """The splits for ``cfg`` (the ``data`` node), preprocessed as ``data_config`` says."""
+def build_data(cfg: DictConfig, data_config: dict[str, Any],
+               paths: DictConfig | None = None) -> DataSplits:
+    """The splits for ``cfg`` (the ``data`` node), preprocessed as ``data_config`` says.
+
+    ``paths`` (the config's ``paths`` node): its output and cache dirs are never read as data,
+    and image checks are remembered under its ``cache_dir`` (without it, in this process).
+    """
     if cfg.name == "digits":
         return _digits(cfg, data_config)
     if cfg.name == "imagefolder":
-        return _imagefolder(cfg, data_config)
+        return _imagefolder(cfg, data_config, paths)
     raise UserError(f"unknown dataset data.name={cfg.name!r}; use data=digits or data=imagefolder")
 
 
@@ -269,51 +277,99 @@ def _image_is_readable(path: str) -> bool:
         return False
 
 
-# Scans done in this process, by the files' names, sizes and mtimes: the jobs of a sweep
-# read the same folders, and decoding-checking every image once per job would dominate.
-_SCANS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
+# Image checks by listing signature, in this process; on disk they are remembered under
+# ``paths.cache_dir/image_checks`` (CHECKS_DIR), so that the jobs of a sweep, in one process
+# or one process each (Slurm, submitit), decode a dataset version once between them.
+_CHECKS: dict[str, frozenset[str]] = {}
+CHECKS_DIR = "image_checks"
+_CHECK_FORMAT = 1
 
 
-def _scan_images(root: Path, class_names: list[str], policy: str) -> tuple[set[str], int]:
-    """Readable image files under ``root``; a bad one is an error naming it, or skipped.
+def _check_key(listing: SplitListing) -> str:
+    payload = {"listing": listing.signature(), "format": _CHECK_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
-    Every image is fully decoded once per process (and per listing), so that what the
-    loaders, workers or the feature cache read later is known to decode.
+
+def _remembered_bad(path: Path, listing: SplitListing) -> frozenset[str] | None:
+    """The unreadable images (relative paths) a check of this listing found, if stored."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    rels = {f.rel for f in listing.files()}
+    bad = stored.get("bad") if isinstance(stored, dict) else None
+    if (not isinstance(bad, list) or stored.get("images") != len(rels)
+            or not all(isinstance(r, str) and r in rels for r in bad)):
+        return None  # damaged or not this listing's: check again
+    return frozenset(bad)
+
+
+def _remember(path: Path, listing: SplitListing, bad: frozenset[str]) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"root": listing.root, "images": len(listing.files()),
+                                       "bad": sorted(bad)}))
+    except OSError as err:  # a read-only cache: checked again by the next process
+        log.info("image check of %s not remembered (%s): %s", listing.root, path.parent,
+                 err.strerror or err)
+
+
+def _scan_images(listing: SplitListing, policy: str, check_dir: Path | None
+                 ) -> tuple[set[str], int]:
+    """Readable image paths of ``listing``; a bad one is an error naming it, or skipped.
+
+    Every image is fully decoded once per version of the listing (names, sizes, mtimes), so
+    that what the loaders, workers or the feature cache read later is known to decode; the
+    result is remembered in this process and in ``check_dir`` (see README, reliability).
     """
-    files = sorted(
-        str(p) for c in class_names for p in (root / c).rglob("*")
-        if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
-    )
-    signature = hashlib.sha256(json.dumps(
-        [(f, (st := os.stat(f)).st_size, st.st_mtime_ns) for f in files]).encode()).hexdigest()
-    if signature not in _SCANS:
-        with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
-            readable = list(tqdm(pool.map(_image_is_readable, files), total=len(files),
-                                 desc=f"checking images in {root}", leave=False,
-                                 disable=len(files) < 5000))
-        _SCANS[signature] = (
-            frozenset(f for f, ok in zip(files, readable, strict=True) if ok),
-            tuple(f for f, ok in zip(files, readable, strict=True) if not ok))
-    good, bad = _SCANS[signature]
-    if bad and policy == "error":
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise UserError(f"unreadable image {bad[0]}{more} (it does not fully decode); remove it "
-                        "or set "
+    key = _check_key(listing)
+    files = listing.files()
+    if key not in _CHECKS:
+        stored = check_dir / f"{key}.json" if check_dir is not None else None
+        bad = _remembered_bad(stored, listing) if stored is not None else None
+        if bad is None:
+            with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
+                readable = list(tqdm(pool.map(_image_is_readable, [f.path for f in files]),
+                                     total=len(files), desc=f"checking images in {listing.root}",
+                                     leave=False, disable=len(files) < 5000))
+            bad = frozenset(f.rel for f, ok in zip(files, readable, strict=True) if not ok)
+            if stored is not None:
+                _remember(stored, listing, bad)
+        _CHECKS[key] = bad
+    bad = _CHECKS[key]
+    bad_paths = [f.path for f in files if f.rel in bad]
+    if bad_paths and policy == "error":
+        more = f" (and {len(bad_paths) - 1} more)" if len(bad_paths) > 1 else ""
+        raise UserError(f"unreadable image {bad_paths[0]}{more} (it does not fully decode); "
+                        "remove it or set "
                         "data.on_bad_image=skip to skip and count such files")
-    return set(good), len(bad)
+    return {f.path for f in files if f.rel not in bad}, len(bad_paths)
 
 
 def _class_dirs(root: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
 
 
-def _folder(root: Path, class_names: list[str], transform: Any, good: set[str]) -> Dataset:
+def _folder(root: Path, class_names: list[str], transform: Any, good: set[str],
+            listing: SplitListing) -> Dataset:
+    """ImageFolder over ``listing``'s images of ``class_names`` that are in ``good``: the
+    same samples, in the same order, as its own walk (links followed), without walking again."""
+
     class Folder(ImageFolder):
         def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
             return class_names, {c: i for i, c in enumerate(class_names)}
 
+        def make_dataset(self, directory: str, class_to_idx: dict[str, int],
+                         *args: Any, **kwargs: Any) -> list[tuple[str, int]]:
+            samples = [(f.path, class_to_idx[name]) for name in sorted(class_to_idx)
+                       for f in listing.classes.get(name, ()) if f.path in good]
+            present = {index for _, index in samples}
+            if len(present) < len(class_to_idx):  # as torchvision says it
+                raise FileNotFoundError("Found no valid file for some classes")
+            return samples
+
     try:
-        return Folder(str(root), transform=transform, is_valid_file=lambda p: p in good)
+        return Folder(str(root), transform=transform)
     except FileNotFoundError as err:
         empty = [c for c in class_names if not any(p.startswith(f"{root / c}{os.sep}")
                                                    for p in good)]
@@ -343,9 +399,14 @@ def _train_dir(cfg: DictConfig) -> Path:
     return root / "train"
 
 
-def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
+def _imagefolder(cfg: DictConfig, data_config: dict[str, Any],
+                 paths: DictConfig | None) -> DataSplits:
     wanted = check_classes(cfg)
-    train_dir = _train_dir(cfg)
+    train_dir = _train_dir(cfg)  # validated before anything is walked
+    excluded = excluded_dirs(paths)
+    cache_dir = OmegaConf.select(paths, "cache_dir", default=None) if paths is not None else None
+    check_dir = Path(str(cache_dir)).expanduser() / CHECKS_DIR if cache_dir else None
+    listings: dict[str, SplitListing] = {}
     root = train_dir.parent
     all_classes = _class_dirs(train_dir)
     class_names = all_classes if wanted is None else [str(c) for c in wanted]
@@ -362,28 +423,31 @@ def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
         if cfg.augment else eval_tf
     skipped = 0
 
-    def load(split_root: Path, transform: Any) -> Dataset:
+    def load(split_root: Path, transform: Any, label: str) -> Dataset:
         nonlocal skipped
-        good, bad = _scan_images(split_root, class_names, cfg.on_bad_image)
+        listing = listings[label] = list_split(split_root, excluded)
+        used = SplitListing(listing.root, {c: listing.classes.get(c, ()) for c in class_names})
+        good, bad = _scan_images(used, cfg.on_bad_image, check_dir)
         skipped += bad
-        dataset = _folder(split_root, class_names, transform, good)
+        dataset = _folder(split_root, class_names, transform, good, listing)
         counts = np.bincount(np.asarray(dataset.targets, dtype=int), minlength=len(class_names))
         empty = [class_names[i] for i, n in enumerate(counts) if n == 0]
         if empty:
             raise UserError(f"class dir(s) {empty} under {split_root} hold no readable image")
         return dataset
 
-    train_full = load(train_dir, train_tf)
+    train_full = load(train_dir, train_tf, "train")
     splits: dict[str, Dataset] = {}
     for split in ("val", "test"):
         if (root / split).is_dir():
             if cfg.classes is None:
                 _check_split_classes(f"{split}/", root / split, class_names)
-            splits[split] = load(root / split, eval_tf)
+            splits[split] = load(root / split, eval_tf, split)
     notes = []
     train: Dataset = train_full
     train_view = train_full if train_tf is eval_tf else _folder(
-        train_dir, class_names, eval_tf, {path for path, _ in train_full.samples})
+        train_dir, class_names, eval_tf, {path for path, _ in train_full.samples},
+        listings["train"])
     train_eval: Dataset = train_view
     missing = [s for s in ("val", "test") if s not in splits]
     if missing:
@@ -408,10 +472,10 @@ def _imagefolder(cfg: DictConfig, data_config: dict[str, Any]) -> DataSplits:
         if not gen_root.is_dir():
             raise UserError(f"data.generalization_root not found: {gen_root}")
         _check_split_classes("data.generalization_root", gen_root, class_names)
-        gen = load(gen_root, eval_tf)
+        gen = load(gen_root, eval_tf, "gen")
     fingerprint = {
         "dataset": "imagefolder", "root": str(root.resolve()), "classes": class_names,
-        "files": _listing_hash(root, gen_root=cfg.generalization_root),
+        "files": _listings_hash(listings),
         "split_seed": cfg.split_seed, "fractions": [cfg.val_fraction, cfg.test_fraction],
         "transform": repr(eval_tf),
     }
@@ -425,14 +489,12 @@ def _transform_args(data_config: dict[str, Any]) -> dict[str, Any]:
     return {k: data_config[k] for k in keys if k in data_config}
 
 
-def _listing_hash(root: Path, gen_root: str | None) -> str:
-    """Names, sizes and mtimes of every file: a changed image changes the cache key."""
+def _listings_hash(listings: dict[str, SplitListing]) -> str:
+    """Names, sizes and mtimes of every image read: a changed image changes the cache key."""
     digest = hashlib.sha256()
-    for base in [root] + ([Path(gen_root)] if gen_root else []):
-        for path in sorted(base.rglob("*")):
-            if path.is_file():
-                stat = path.stat()
-                digest.update(json.dumps([str(path), stat.st_size, stat.st_mtime_ns]).encode())
+    for label in sorted(listings):
+        digest.update(json.dumps([label, listings[label].root,
+                                  listings[label].signature()]).encode())
     return digest.hexdigest()
 
 
@@ -487,14 +549,81 @@ def _shm_free() -> int | None:
         return None
 
 
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator whose state depends on (seed, epoch) alone (numpy's SeedSequence mixes)."""
+    entropy = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+
+class SeededOrder(Sampler):
+    """Each epoch's shuffled order, and a seed per sample, from (``seed``, epoch) alone.
+
+    A DataLoader's own shuffle draws from one generator that its iterators also draw worker
+    seeds from, once per epoch without persistent workers and once in all with them: the
+    batches then depended on the worker count and on the (cached or not) loader path. Here
+    nothing else draws from it. Lightning calls :meth:`set_epoch` before each training epoch
+    (as for a DistributedSampler); without it, each pass is the next epoch.
+
+    ``with_seeds``: yield ``(index, sample_seed)`` for :class:`SeededSamples`, so a random
+    transform draws the same numbers for a sample in a given epoch in whichever worker.
+    """
+
+    def __init__(self, size: int, seed: int, with_seeds: bool = False) -> None:
+        self.size, self.seed, self.with_seeds = size, seed, with_seeds
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        generator = _epoch_generator(self.seed, epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if not self.with_seeds:
+            yield from order
+            return
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
+        yield from ((index, seeds[index]) for index in order)
+
+
+class SeededSamples(Dataset):
+    """``dataset`` indexed by ``(index, sample_seed)``: the process's CPU random state (torch,
+    ``random``, numpy: what timm's and torchvision's random transforms draw from) is seeded
+    for the sample and restored after, in the main process or a worker alike."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        torch.default_generator.manual_seed(seed)  # CPU only: a CUDA generator is left alone
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(saved[0])
+            random.setstate(saved[1])
+            np.random.set_state(saved[2])
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
                 num_workers: int | None = None, pin_memory: bool = False) -> DataLoader:
-    """A loader whose shuffle order depends on ``seed`` alone (cached and plain paths agree).
+    """A loader whose batches depend on ``seed`` and the epoch alone (see :class:`SeededOrder`):
+    the same with 0 or N workers, persistent or not, cached inputs or decoded ones.
 
     The last training batch is dropped only when it would hold one sample, which BatchNorm
     in train mode cannot normalize. Workers persist across epochs (Lightning's validation
     loader is iterated every epoch; the job's evaluation reuses it), and are only as many as
-    /dev/shm can hold batches for.
+    /dev/shm can hold batches for. Every loader has a generator of its own for its worker
+    seeds, so iterating one never moves the global random state (dropout draws from it).
     """
     workers = default_num_workers(dataset) if num_workers is None else num_workers
     if workers > 0 and len(dataset) > 0:
@@ -507,8 +636,16 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
                 "(raise it, e.g. docker --shm-size=8g, or lower data.batch_size / "
                 "data.eval_batch_size / data.num_workers)", fitted, workers)
             workers = fitted
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    sampler = None
+    if shuffle:
+        # Tensors index without randomness; anything else (decoding, a random transform)
+        # gets a seed per sample.
+        seeded = not isinstance(dataset, TensorDataset)
+        sampler = SeededOrder(len(dataset), seed, with_seeds=seeded)
+        if seeded:
+            dataset = SeededSamples(dataset)
     drop_last = shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                      generator=torch.Generator().manual_seed(seed),
                       num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
                       persistent_workers=workers > 0)

@@ -39,7 +39,7 @@ from paramcorr.config import validate
 from paramcorr.data import DataSplits, build_data, count_classes, make_loader
 from paramcorr.errors import UserError, is_out_of_memory
 from paramcorr.evaluation import evaluate
-from paramcorr.inputs import input_identity
+from paramcorr.inputs import input_identity, listing_once
 from paramcorr.record import (
     METRIC_KEYS,
     RECORD_NAME,
@@ -190,7 +190,7 @@ def _build(cfg: DictConfig, partial: _PartialRecord) -> tuple[torch.nn.Module, D
     size = dcfg["input_size"][-1]
     partial.run["image_size"] = size
     backbones.check_input_size(model, cfg.model.name, size)
-    splits = build_data(cfg.data, dcfg)
+    splits = build_data(cfg.data, dcfg, cfg.paths)
     partial.run["num_classes"] = splits.num_classes
     partial.data = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
                     "gen": len(splits.gen) if splits.gen is not None else 0,
@@ -437,7 +437,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> RunRecord | NotRun:
     with writing_to(output_dir):
         output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with job_lock(output_dir):
+        with job_lock(output_dir), listing_once():  # the data folders listed once per job
             return _run_locked(cfg, output_dir)
     except JobBusy as busy:  # raised on entering the lock only: the job did not start here
         log.info("skip (running in another process): %s", busy)

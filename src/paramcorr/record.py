@@ -52,35 +52,55 @@ _HASH_ALIASES = ("lr",)
 _HASHED_INPUTS = ("data_fingerprint", "weights_digest")
 
 
-def _neutral(key: str) -> bool:
-    """``key`` or one of its parents is result-neutral (or a hash alias)."""
+# How the batches of a run are drawn, part of every identity: version 2 draws each epoch's
+# order and each sample's augmentation from (seed, epoch) alone (paramcorr.data.SeededOrder),
+# whatever the loader, worker count or cache. Version 1's records have other batches from the
+# second epoch on, so a relaunch runs them again rather than mix two orders under one hash.
+BATCH_ORDER = 2
+
+
+def result_neutral(key: str) -> bool:
+    """``key`` (dotted, from the config's root) or one of its parents is result-neutral (or a
+    hash alias): the one rule the config hash, the input fingerprints and the cache keys
+    follow."""
     parts = key.split(".")
     return any(".".join(parts[:i]) in RESULT_NEUTRAL_KEYS or ".".join(parts[:i]) in
                _HASH_ALIASES for i in range(1, len(parts) + 1))
+
+
+def identity_values(node: DictConfig, prefix: str = "") -> Any:
+    """``node``'s values with every result-neutral key left out, interpolations resolved.
+
+    ``prefix`` is where ``node`` sits in the config (``"data."`` for the data node), so the
+    rule is applied to full key names wherever the node is hashed.
+    """
+
+    def resolved(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            return {k: resolved(v, f"{where}{k}.") for k, v in value.items()
+                    if not result_neutral(f"{where}{k}")}
+        if isinstance(value, list):
+            return [resolved(v, f"{where}{i}.") for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return OmegaConf.select(node, where[len(prefix):].rstrip("."),
+                                    throw_on_resolution_failure=False)
+        return value
+
+    return resolved(OmegaConf.to_container(node, resolve=False), prefix)
 
 
 def config_hash(cfg: DictConfig, inputs: dict[str, Any] | None = None) -> str:
     """A stable hash of everything in ``cfg`` that can change a run's result.
 
     Values are resolved (so ``lr=1e-2`` and ``optimizer.lr=1e-2`` hash alike); result-neutral
-    keys are left out. ``inputs`` (see :func:`paramcorr.inputs.input_identity`) adds what the
-    config names but does not hold: the dataset's fingerprint and the weights file's digest,
-    so a re-run after either changed is another job.
+    keys are left out (:func:`identity_values`). ``inputs`` (see
+    :func:`paramcorr.inputs.input_identity`) adds what the config names but does not hold: the
+    dataset's fingerprint and the weights file's digest, so a re-run after either changed is
+    another job. :data:`BATCH_ORDER` says how the batches were drawn.
     """
-
-    def resolved(node: Any, prefix: str) -> Any:
-        if isinstance(node, dict):
-            return {k: resolved(v, f"{prefix}{k}.") for k, v in node.items()
-                    if not _neutral(f"{prefix}{k}")}
-        if isinstance(node, list):
-            return [resolved(v, f"{prefix}{i}.") for i, v in enumerate(node)]
-        if isinstance(node, str) and "${" in node:
-            return OmegaConf.select(cfg, prefix.rstrip("."), throw_on_resolution_failure=False)
-        return node
-
-    plain = resolved(OmegaConf.to_container(cfg, resolve=False), "")
+    plain: dict[str, Any] = {"config": identity_values(cfg), "batch_order": BATCH_ORDER}
     if inputs is not None:
-        plain = {"config": plain, "inputs": {k: inputs.get(k) for k in _HASHED_INPUTS}}
+        plain["inputs"] = {k: inputs.get(k) for k in _HASHED_INPUTS}
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -49,6 +49,10 @@ RUN_OUTCOMES = ("epochs", "steps")
 LEGACY_AXIS_VALUES = {"eval_weights": "last"}
 # Which of two records of one config wins: STATUSES lists the best outcome first.
 STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
+# The largest metric magnitude the statistics take as a score. Beyond it the sums of squares of
+# a correlation overflow (and matplotlib cannot place ticks); such a value is an overflow
+# (numpy's nan_to_num writes infinity as 1.8e308), so it reads as the infinity it stands for.
+MAX_METRIC_MAGNITUDE = 1e150
 # paramcorr.atomic's temp name for a record being written.
 _RECORD_TEMP = f".{RECORD_NAME}."
 # pandas' nullable Int64 holds these; a larger integer column stays as Python objects.
@@ -171,10 +175,21 @@ def _scalar(value: object) -> object:
 
 
 def _number(value: object) -> float:
-    """A validated metric value (number, NaN or null) as float; containers are NaN."""
+    """A validated metric value (number, NaN or null) as float; containers are NaN.
+
+    A magnitude beyond :data:`MAX_METRIC_MAGNITUDE` is the infinity of its sign.
+    """
     if isinstance(value, (int, float)):
-        return float(value)
+        number = float(value)
+        return math.copysign(math.inf, number) if abs(number) > MAX_METRIC_MAGNITUDE else number
     return math.nan
+
+
+def plottable(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` are scores a plot (or a statistic) can place: finite, not overflowing."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (np.abs(values) <= MAX_METRIC_MAGNITUDE)
 
 
 # Row columns that are not run axes; a run axis of the same name gets a "run_" prefix.

@@ -42,10 +42,11 @@ KNOWN_RUN_AXES = ("model", "weights", "freeze", "frozen_stages", "num_groups", "
 # axes, so they neither split a configuration nor keep a rerun from superseding its record.
 RUN_OUTCOMES = ("epochs", "steps")
 # Run axes a record gained after its first version, with the value an older record's run had:
-# ``eval_weights`` was always the last epoch's (the config default, paramcorr.config). Filled
-# in when reading, so old and new records of one configuration stay one configuration (else
-# every configuration splits in two and its seeds count as independent configurations).
-# ``epochs_configured`` and ``num_groups`` are filled by :func:`normalise_legacy_runs`.
+# before ``eval_weights`` was recorded, the last epoch's weights were evaluated (a historical
+# fact, not the current default, which could change). Filled in when reading, so old and new
+# records of one configuration stay one configuration (else every configuration splits in two
+# and its seeds count as independent configurations). ``epochs_configured`` and
+# ``num_groups`` are filled by :func:`normalise_legacy_runs`.
 LEGACY_AXIS_VALUES = {"eval_weights": "last"}
 # Which of two records of one config wins: STATUSES lists the best outcome first.
 STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
@@ -428,7 +429,7 @@ def normalise_legacy_runs(records: list[tuple[RunRecord, str]]
             record = replace(record, run=run)
         out.append((record, run_dir))
     if filled:
-        log.info("%s: filled in for records written before these run axes existed, with "
+        log.info("%s: filled in where records lack these run axes (older records), with "
                  "the value their run had", ", ".join(f"{k} ({n} records)"
                                                       for k, n in sorted(filled.items())))
     return out

@@ -12,11 +12,15 @@ with each array's dtype, shape and sha256, plus what the caller says the entry s
 
 Anything else is recomputed and replaced, with one log line. Writers take a lock per key
 (``fcntl.flock`` on ``<key>.lock``), so one process computes while parallel jobs wait and then
-read. An entry is built in ``.<key>.<host>.<pid>.tmp/`` and renamed into place, so a reader
-sees a whole entry or none. A temp dir of a killed writer is removed by the next writer of that
+read. The holder writes its host and pid into the lock file; a waiter says whom it waits for,
+and stops waiting (runs without the cache, one log line) when that writer is stopped
+(Ctrl-Z, ``scontrol suspend``) for :data:`STOPPED_WRITER_GRACE_S`, or after :data:`LOCK_WAIT_S`.
+An entry is built in ``.<key>.<host>.<pid>.tmp/`` and renamed into place, so a reader sees a
+whole entry or none. A temp dir of a killed writer is removed by the next writer of that
 key (holding the lock, no live writer of it can exist) or by any writer once its pid is gone.
-If the cache directory cannot be written (read-only, full), the caller is told (``None``) and
-runs without the cache; that is logged once per directory.
+If the cache directory cannot be written (read-only, full, a file-size limit), the caller is told
+(``None``) and runs without the cache; that is logged once per directory. An entry that is not
+a directory this cache wrote (a symbolic link, a file) is damaged: replaced, never followed.
 """
 
 from __future__ import annotations
@@ -37,17 +41,41 @@ from typing import Any
 
 import numpy as np
 
+from paramcorr.files import read_regular_file
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 # A temp dir from another host (shared file system) is only removed when this old.
 FOREIGN_TEMP_MAX_AGE_S = 6 * 3600
+# How long a job waits for another process writing the same entry before it computes without
+# the cache (a big feature extraction takes long; a hung writer must not hold every job).
+LOCK_WAIT_S = 2 * 3600.0
+# A writer on this host that is stopped (state T in /proc) this long is not waited for.
+STOPPED_WRITER_GRACE_S = 30.0
+# While waiting, a log line this often naming the writer.
+LOCK_REPORT_S = 300.0
+# A manifest holds arrays' specs and a small meta: larger is damage.
+MAX_MANIFEST_BYTES = 16 * 2**20
+# Errors that say the cache cannot be written here (full, quota, file-size limit, read-only):
+# the job runs without it.
+CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS,
+                          errno.EPERM})
 
 Check = Callable[[dict[str, np.ndarray], dict[str, Any]], str | None]
 
 _VERIFIED: set[tuple[str, int, int, int, str]] = set()
 _UNUSABLE_SAID: set[str] = set()
+
+
+class CacheWriteError(OSError):
+    """Writing an entry's file stopped short: numpy reports a full disk or a file-size limit
+    as a short write ("N requested and M written"), without an errno."""
+
+
+class LockWaitGiveUp(Exception):
+    """Another process holds the entry's lock and is stopped, or held it too long."""
 
 
 class EntryWriter:
@@ -58,7 +86,14 @@ class EntryWriter:
         self.arrays: dict[str, np.ndarray] = {}
 
     def put(self, name: str, array: np.ndarray) -> None:
-        np.save(self.directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        try:
+            np.save(self.directory / f"{name}.npy", np.ascontiguousarray(array),
+                    allow_pickle=False)
+        except OSError as err:
+            if err.errno is not None:
+                raise
+            raise CacheWriteError(errno.EFBIG, f"short write ({err}): full disk or file-size "
+                                  "limit") from err
 
     def open(self, name: str, shape: tuple[int, ...], dtype: np.dtype | str) -> np.memmap:
         """A writable memory map of ``shape``; fill it in place (flushed on commit)."""
@@ -107,9 +142,10 @@ class CacheStore:
                     self._clean_temps(key)
                     self._write(key, build)
                     found = self._read(key, check, mmap, say=True)
+            except LockWaitGiveUp:
+                return None
             except OSError as err:
-                if err.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM,
-                                     errno.EDQUOT):
+                if err.errno not in CANNOT_WRITE:
                     raise
                 self._say_unusable(err)
                 return None
@@ -126,13 +162,16 @@ class CacheStore:
     def _read(self, key: str, check: Check | None, mmap: bool, say: bool
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         directory = self.entry(key)
-        if not directory.exists():
+        if not os.path.lexists(directory):
             return None
-        try:
-            arrays, meta = self._load(key, directory, mmap)
-            reason = check(arrays, meta) if check is not None else None
-        except Exception as err:  # noqa: BLE001 - a damaged entry is recomputed, never trusted
-            reason = f"unreadable ({type(err).__name__}: {str(err)[:200]})"
+        if directory.is_symlink() or not directory.is_dir():
+            reason = "is not a directory this cache wrote (a symbolic link or a file)"
+        else:
+            try:
+                arrays, meta = self._load(key, directory, mmap)
+                reason = check(arrays, meta) if check is not None else None
+            except Exception as err:  # noqa: BLE001 - a damaged entry is recomputed
+                reason = f"unreadable ({type(err).__name__}: {str(err)[:200]})"
         if reason is None:
             return arrays, meta
         if say:  # said once, by the process that replaces it
@@ -141,12 +180,14 @@ class CacheStore:
 
     def _load(self, key: str, directory: Path, mmap: bool
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest = json.loads(read_regular_file(directory / MANIFEST, MAX_MANIFEST_BYTES))
         if manifest.get("format") != FORMAT or manifest.get("key") != key:
             raise ValueError("manifest is for another key or format")
         arrays = {}
         for name, spec in manifest["arrays"].items():
             path = directory / f"{name}.npy"
+            if path.is_symlink() or not path.is_file():  # a FIFO would block np.load
+                raise ValueError(f"{name}.npy is not a regular file")
             array = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
             if str(array.dtype) != spec["dtype"] or list(array.shape) != spec["shape"]:
                 raise ValueError(f"{name} is {array.dtype}{list(array.shape)}, the manifest "
@@ -187,7 +228,11 @@ class CacheStore:
                         "written": time.time()}
             (tmp / MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
             target = self.entry(key)
-            if target.exists():  # a damaged or stale entry: replaced under the lock
+            # A damaged or stale entry is replaced under the lock; a link or a file in its
+            # place is removed itself, never what it points to.
+            if target.is_symlink() or (os.path.lexists(target) and not target.is_dir()):
+                target.unlink()
+            elif target.exists():
                 shutil.rmtree(target)
             os.rename(tmp, target)
             for name, spec in specs.items():  # hashed just now: not again in this process
@@ -199,12 +244,52 @@ class CacheStore:
 
     @contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        with open(self.root / f"{key}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        """Hold ``<key>.lock`` (released by the kernel if this process dies), after waiting
+        for its holder as the module doc says; raises LockWaitGiveUp when it stops waiting."""
+        path = self.root / f"{key}.lock"
+        with open(path, "a+") as handle:
+            self._acquire(handle.fileno(), path, key)
             try:
+                try:  # who holds it, for the log lines of those who wait
+                    os.ftruncate(handle.fileno(), 0)
+                    os.pwrite(handle.fileno(), f"{socket.gethostname()} {os.getpid()}\n"
+                              .encode(), 0)
+                except OSError:
+                    pass  # a full disk: the lock holds all the same
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _acquire(self, fd: int, path: Path, key: str) -> None:
+        start = time.monotonic()
+        next_report = start + 2.0  # a short wait says nothing
+        stopped_since: float | None = None
+        pause = 0.05
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            host, pid = _holder(path)
+            stopped = host == socket.gethostname() and pid is not None and _stopped(pid)
+            stopped_since = (stopped_since or now) if stopped else None
+            who = f"pid {pid} on {host}" if pid is not None else "another process"
+            if stopped_since is not None and now - stopped_since >= STOPPED_WRITER_GRACE_S:
+                log.warning("%s entry %s: its writer (%s) is stopped; running without the "
+                            "cache", self.what, key, who)
+                raise LockWaitGiveUp(key)
+            if now - start >= LOCK_WAIT_S:
+                log.warning("%s entry %s: its writer (%s) has held it %.0f s; running without "
+                            "the cache", self.what, key, who, now - start)
+                raise LockWaitGiveUp(key)
+            if now >= next_report:
+                log.info("%s entry %s: waiting for its writer (%s%s)", self.what, key, who,
+                         ", stopped" if stopped else "")
+                next_report = now + LOCK_REPORT_S
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def _clean_temps(self, key: str) -> None:
         """Remove temp dirs killed writers left: this key's (we hold its lock) and dead pids'."""
@@ -245,6 +330,25 @@ def _digest(array: np.ndarray) -> str:
     for start in range(0, flat.size, step):  # in chunks: a memory map stays paged out
         digest.update(memoryview(np.ascontiguousarray(flat[start:start + step])))
     return digest.hexdigest()
+
+
+def _holder(path: Path) -> tuple[str | None, int | None]:
+    """The host and pid a lock file names (None, None if it names none)."""
+    try:
+        host, pid = read_regular_file(path, 4096).decode().split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None, None
+
+
+def _stopped(pid: int) -> bool:
+    """Is ``pid`` (on this host) stopped by a signal or a debugger (Linux /proc)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last.
+    return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])
 
 
 def _alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ composes the config, so a typo on the command line is answered without loading t
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import logging
 import sys
@@ -101,6 +102,23 @@ def _collect_between_jobs() -> None:
         _long_lived_frozen = True
 
 
+def quiet_log_files() -> None:
+    """A log file that cannot be written (full disk, quota) drops the line, without the
+    ``--- Logging error ---`` traceback per line: the job says its output trouble in one line.
+
+    Hydra opens the job's ``.log`` file handlers before each job; other logging errors (a bad
+    format) are still reported.
+    """
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handleError = functools.partial(_drop_on_os_error, handler)
+
+
+def _drop_on_os_error(handler: logging.Handler, record: logging.LogRecord) -> None:
+    if not isinstance(sys.exc_info()[1], OSError):
+        logging.Handler.handleError(handler, record)
+
+
 def train_task(cfg: DictConfig) -> float | None:
     """One job: run it into the Hydra output dir. A failed single run exits non-zero.
 
@@ -109,6 +127,7 @@ def train_task(cfg: DictConfig) -> float | None:
     """
     from paramcorr.job import run_job  # lazy: see the module doc
 
+    quiet_log_files()
     hydra_cfg = HydraConfig.get()
     single = hydra_cfg.mode != RunMode.MULTIRUN
     try:
@@ -139,6 +158,7 @@ def _fail(message: str | None) -> None:
 def pretrain_task(cfg: DictConfig) -> None:
     from paramcorr.pretraining import pretrain_all  # lazy: see the module doc
 
+    quiet_log_files()
     try:
         pretrain_all(cfg)
     except UserError as err:

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from paramcorr.atomic import atomic_path
+from paramcorr.files import read_regular_file
 
 SCHEMA = 1
 RECORD_NAME = "result.json"
@@ -176,6 +177,9 @@ NUMERIC_AXES = ("frozen_stages", "lr", "seed", "num_classes", "epochs", "batch_s
                 "image_size", "num_groups")
 TEXT_AXES = ("model", "weights", "freeze", "optimizer", "dataset", "eval_weights")
 PARAM_KEYS = ("total", "trainable", "frozen")
+# A record is a few kilobytes (a confusion matrix of 1,000 classes: a few megabytes); a larger
+# file is no record, and must not be read whole into memory.
+MAX_RECORD_BYTES = 64 * 2**20
 # Larger integers are not counts or axes of any run (and overflow numpy's int64).
 _MAX_INT = 2**53
 
@@ -370,10 +374,13 @@ def _require_dict(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def load_record(path: Path) -> RunRecord:
-    """The record at ``path``; raises :class:`RecordError` (the reason) if it is not usable."""
+    """The record at ``path``; raises :class:`RecordError` (the reason) if it is not usable.
+
+    Only a regular file (links followed) of at most :data:`MAX_RECORD_BYTES` is read: a FIFO
+    or a device of that name is unreadable at once, never waited on or read without end.
+    """
     try:
-        with open(path, "rb") as handle:
-            data = json.load(handle)
+        data = json.loads(read_regular_file(path, MAX_RECORD_BYTES))
     except OSError as err:
         raise RecordError(UNREADABLE, err.strerror or type(err).__name__) from err
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: corrupt or half-written

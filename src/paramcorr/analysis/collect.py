@@ -8,7 +8,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,19 @@ KNOWN_RUN_AXES = ("model", "weights", "freeze", "frozen_stages", "num_groups", "
 # that diverged or hit trainer.max_time trained fewer epochs): columns of runs.csv, never
 # axes, so they neither split a configuration nor keep a rerun from superseding its record.
 RUN_OUTCOMES = ("epochs", "steps")
+# Run axes a record gained after its first version, with the value an older record's run had:
+# before ``eval_weights`` was recorded, the last epoch's weights were evaluated (a historical
+# fact, not the current default, which could change). Filled in when reading, so old and new
+# records of one configuration stay one configuration (else every configuration splits in two
+# and its seeds count as independent configurations). ``epochs_configured`` and
+# ``num_groups`` are filled by :func:`normalise_legacy_runs`.
+LEGACY_AXIS_VALUES = {"eval_weights": "last"}
 # Which of two records of one config wins: STATUSES lists the best outcome first.
 STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
+# The largest metric magnitude the statistics take as a score. Beyond it the sums of squares of
+# a correlation overflow (and matplotlib cannot place ticks); such a value is an overflow
+# (numpy's nan_to_num writes infinity as 1.8e308), so it reads as the infinity it stands for.
+MAX_METRIC_MAGNITUDE = 1e150
 # paramcorr.atomic's temp name for a record being written.
 _RECORD_TEMP = f".{RECORD_NAME}."
 # pandas' nullable Int64 holds these; a larger integer column stays as Python objects.
@@ -51,6 +62,10 @@ _INT64 = 2**63 - 1
 
 class NoRecordsError(UserError):
     """No usable record below the given directories."""
+
+
+class MixedDataError(UserError):
+    """Records of runs on different data (roots, or versions of one root's files)."""
 
 
 @dataclass
@@ -161,10 +176,21 @@ def _scalar(value: object) -> object:
 
 
 def _number(value: object) -> float:
-    """A validated metric value (number, NaN or null) as float; containers are NaN."""
+    """A validated metric value (number, NaN or null) as float; containers are NaN.
+
+    A magnitude beyond :data:`MAX_METRIC_MAGNITUDE` is the infinity of its sign.
+    """
     if isinstance(value, (int, float)):
-        return float(value)
+        number = float(value)
+        return math.copysign(math.inf, number) if abs(number) > MAX_METRIC_MAGNITUDE else number
     return math.nan
+
+
+def plottable(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` are scores a plot (or a statistic) can place: finite, not overflowing."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (np.abs(values) <= MAX_METRIC_MAGNITUDE)
 
 
 # Row columns that are not run axes; a run axis of the same name gets a "run_" prefix.
@@ -274,7 +300,6 @@ def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Colle
             examples.setdefault(err.reason, (path, err))
             continue
         records.append((record, str(path.parent)))
-        axes.update(record.run)
     if not records:
         where = ", ".join(str(d) for d in sweep_dirs)
         detail = ""
@@ -286,6 +311,10 @@ def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Colle
         raise NoRecordsError(f"no readable {RECORD_NAME} found under {where}{detail}; "
                              "check the path points at a sweep directory")
     _log_skipped(examples, skipped)
+    check_one_data_source(records)
+    records = normalise_legacy_runs(records)
+    for record, _ in records:
+        axes.update(record.run)
     # Second pass: a metric named like any record's run axis must not share its column.
     taken = frozenset(axes)
     rows: list[dict] = []
@@ -308,6 +337,102 @@ def collect_runs(sweep_dirs: list[Path], out_dirs: Iterable[Path] = ()) -> Colle
     return Collection(runs=runs, metrics=metrics, run_axes=run_axes, sweep_dirs=sweep_dirs,
                       n_files=len(files), skipped=skipped, n_temp=n_temp,
                       n_superseded=n_superseded)
+
+
+def data_source(record: RunRecord) -> str | None:
+    """Which data a run read, as a user names it: its data root, or an embedded dataset's name.
+
+    None for an image-folder record written before records named their inputs (unknown).
+    """
+    inputs = record.extra.get("inputs")
+    if isinstance(inputs, dict) and isinstance(inputs.get("data_root"), str):
+        return inputs["data_root"]
+    dataset = record.run.get("dataset")
+    if dataset is not None and dataset != "imagefolder":
+        return f"{dataset} (embedded)"
+    return None
+
+
+def _fingerprint(record: RunRecord) -> str | None:
+    inputs = record.extra.get("inputs")
+    value = inputs.get("data_fingerprint") if isinstance(inputs, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def check_one_data_source(records: list[tuple[RunRecord, str]]) -> None:
+    """Refuse (one line) records of runs on different data: they are never pooled.
+
+    Two data roots (or an image folder and an embedded dataset) are two studies; one root
+    read as two versions of its files (images added while a sweep ran) mixes runs on
+    different data. Records that do not name their inputs (older ones) are not checked.
+    """
+    by_source: dict[str, list[str]] = {}
+    fingerprints: dict[str, dict[str, int]] = {}
+    for record, run_dir in records:
+        source = data_source(record)
+        if source is None:
+            continue
+        by_source.setdefault(source, []).append(run_dir)
+        fingerprint = _fingerprint(record)
+        if fingerprint is not None and record.run.get("dataset") == "imagefolder":
+            counts = fingerprints.setdefault(source, {})
+            counts[fingerprint] = counts.get(fingerprint, 0) + 1
+    if len(by_source) > 1:
+        listed = "; ".join(f"{source} ({len(dirs)} runs, e.g. {min(dirs)})"
+                           for source, dirs in sorted(by_source.items()))
+        raise MixedDataError(
+            f"the sweeps ran on {len(by_source)} different data sources: {listed}; runs on "
+            "different data are never pooled: analyse each one's sweep directory on its own "
+            "(analyze.py SWEEP_DIR --out DIR)")
+    for source, counts in fingerprints.items():
+        if len(counts) > 1:
+            listed = ", ".join(f"{n} runs on files {fp[:12]}"
+                               for fp, n in sorted(counts.items(), key=lambda i: -i[1]))
+            raise MixedDataError(
+                f"the runs read {len(counts)} different versions of the files in {source} "
+                f"({listed}): its files changed between runs; relaunch the sweep on the "
+                "current files (it reruns the runs on the older ones), then analyse it")
+
+
+def normalise_legacy_runs(records: list[tuple[RunRecord, str]]
+                          ) -> list[tuple[RunRecord, str]]:
+    """Records from before a run axis existed, given the value their run had.
+
+    ``eval_weights``: see :data:`LEGACY_AXIS_VALUES`. ``epochs_configured``: an old record's
+    ``epochs`` was the configured count (what training did was not recorded), so it moves
+    there and ``epochs`` becomes unknown. ``num_groups`` is the backbone's: taken from other
+    records of the same model when they agree on it; otherwise left empty (no record of
+    that model holds it, so it splits nothing).
+    """
+    groups: dict[object, set] = {}
+    for record, _ in records:
+        if record.run.get("num_groups") is not None:
+            groups.setdefault(record.run.get("model"), set()).add(record.run["num_groups"])
+    out = []
+    filled: Counter = Counter()
+    for record, run_dir in records:
+        run = record.run
+        missing = [k for k in (*LEGACY_AXIS_VALUES, "epochs_configured") if k not in run]
+        known = groups.get(run.get("model"), set())
+        if "num_groups" not in run and len(known) == 1:
+            missing.append("num_groups")
+        if missing:
+            run = dict(run)
+            for key, value in LEGACY_AXIS_VALUES.items():
+                run.setdefault(key, value)
+            if "epochs_configured" not in run:
+                run["epochs_configured"] = run.get("epochs")
+                run["epochs"] = None
+            if "num_groups" in missing:
+                run["num_groups"] = next(iter(known))
+            filled.update(missing)
+            record = replace(record, run=run)
+        out.append((record, run_dir))
+    if filled:
+        log.info("%s: filled in where records lack these run axes (older records), with "
+                 "the value their run had", ", ".join(f"{k} ({n} records)"
+                                                      for k, n in sorted(filled.items())))
+    return out
 
 
 def _tidy(runs: pd.DataFrame, metrics: list[str], run_axes: list[str],

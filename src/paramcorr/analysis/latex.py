@@ -52,8 +52,14 @@ def claims_frame(claims: pd.DataFrame) -> pd.DataFrame:
         "verdict": claims["verdict"]})
 
 
+# Cells that hold text from the records (anyone's file): escaped, so a model or optimizer
+# named ``a_b & {c}`` prints as written instead of breaking the table.
+RECORD_TEXT_COLUMNS = ("strategy", "optimizer", "scope")
+
+
 def _to_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
-    return frame.style.hide(axis="index").to_latex(
+    text = [c for c in frame.columns if c in RECORD_TEXT_COLUMNS]
+    return frame.style.hide(axis="index").format(escape="latex", subset=text).to_latex(
         caption=caption, label=label, hrules=True, position="htbp", position_float="centering")
 
 

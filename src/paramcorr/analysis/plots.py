@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import stats
 
-from paramcorr.analysis.collect import MAIN_METRICS
+from paramcorr.analysis.collect import MAIN_METRICS, plottable
 from paramcorr.analysis.stats import X, format_value, is_number, levels, used_mask
 
 DPI = 150  # print quality at paper size; higher only costs time
@@ -98,14 +98,14 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
     (configuration means) when given, the unit the paper table uses.
     """
     used = used_mask(runs) & np.isfinite(runs[X].to_numpy(float)) \
-        & np.isfinite(runs[metric].to_numpy(float))
+        & plottable(runs[metric].to_numpy(float))
     data = runs[used]
     if data.empty:
         return None
     cfg = None
     if configs is not None and metric in configs:
         keep = used_mask(configs) & np.isfinite(configs[X].to_numpy(float)) \
-            & np.isfinite(configs[metric].to_numpy(float))
+            & plottable(configs[metric].to_numpy(float))
         cfg = configs[keep]
     opts, lrs = _levels(data, "optimizer"), _levels(data, "lr")
     freezes = levels(data, "freeze")
@@ -236,7 +236,7 @@ def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
     """Per architecture with partial runs: mean ``metric`` (+-SD over seeds) vs trainable."""
     if "freeze" not in runs or metric not in runs or "model" not in runs:
         return None
-    used = runs[used_mask(runs) & np.isfinite(runs[metric].to_numpy(float))
+    used = runs[used_mask(runs) & plottable(runs[metric].to_numpy(float))
                 & (runs["params_trainable"].astype(float) > 0).to_numpy()]
     models = sorted(used.loc[used["freeze"] == "partial", "model"].dropna().unique())
     if not models:

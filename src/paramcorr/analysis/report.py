@@ -19,6 +19,7 @@ from paramcorr.analysis.claims import (
     pooled_rows,
 )
 from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES, Collection
+from paramcorr.analysis.escape import md_cell, md_code, md_text
 from paramcorr.analysis.power import REFERENCE_F2, REFERENCE_R
 from paramcorr.analysis.stats import (
     BCA_MAX_N,
@@ -94,12 +95,12 @@ def fcount(v: float) -> str:
 
 def cell_label(optimizer: object, lr: object) -> str:
     """A paper cell in words, e.g. 'adam, lr=0.001'."""
-    return f"{optimizer}, lr={format_value('lr', lr)}"
+    return f"{md_text(optimizer)}, lr={format_value('lr', lr)}"
 
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_cell(str(c)) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -156,7 +157,7 @@ def _claims_section(inp: ReportInputs) -> list[str]:
         ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
         without = r.verdict_without_diverged if isinstance(r.verdict_without_diverged, str) \
             else "n/a"
-        rows.append([r.claim, f"`{r.scope}`", f"{fr(r.estimate)}{ci}", fp(r.p_holm),
+        rows.append([r.claim, md_code(r.scope), f"{fr(r.estimate)}{ci}", fp(r.p_holm),
                      fpct(r.power), f"**{r.verdict}**", without, r.reason])
     lines += [md_table(["claim", "scope", "estimate [95% CI]", "p_holm", "power", "verdict",
                         "without diverged", "reason"], rows), "",
@@ -321,7 +322,7 @@ def claim_sentences(claims: pd.DataFrame) -> list[str]:
 def _header(inp: ReportInputs) -> list[str]:
     col, runs = inp.collection, inp.collection.runs
     lines = ["## The sweep", "",
-             "Sweep directories: " + ", ".join(f"`{d}`" for d in col.sweep_dirs), ""]
+             "Sweep directories: " + ", ".join(md_code(d) for d in col.sweep_dirs), ""]
     why = ", ".join(f"{n} {r}" for r, n in sorted(col.skipped.items()))
     lines += [
         f"- result.json files read: {col.n_files}; valid records: {col.n_records}"
@@ -336,7 +337,7 @@ def _header(inp: ReportInputs) -> list[str]:
                         ("freeze", "freeze strategies"), ("seed", "seeds")):
         if axis in runs and runs[axis].notna().any():
             values = sorted(runs[axis].dropna().unique(), key=lambda v: (str(type(v)), v))
-            lines.append(f"- {label}: " + ", ".join(format_value(axis, v) for v in values))
+            lines.append(f"- {label}: " + ", ".join(md_text(format_value(axis, v)) for v in values))
     if "model" in runs:
         used = runs[runs["status"].isin(USED_STATUSES)]
         rows = []
@@ -345,7 +346,7 @@ def _header(inp: ReportInputs) -> list[str]:
             trainable = pd.to_numeric(grp["params_trainable"], errors="coerce")
             total = pd.to_numeric(grp.get("params_total", pd.Series(dtype=float)),
                                   errors="coerce")
-            rows.append([str(model), fcount(total.max()),
+            rows.append([md_text(model), fcount(total.max()),
                          f"{fcount(trainable.min())} - {fcount(trainable.max())}",
                          str(len(grp)), str(len(u))])
         lines += ["", "Architectures:", "",
@@ -369,7 +370,7 @@ def _claim_families(sizes: dict[str, int]) -> str:
 
 def _how_to_read(inp: ReportInputs) -> list[str]:
     sizes = family_sizes(inp.corr)
-    fam = "; ".join(f"`{k}`: {v} tests" for k, v in sizes.items()) + _claim_families(sizes)
+    fam = "; ".join(f"{md_code(k)}: {v} tests" for k, v in sizes.items()) + _claim_families(sizes)
     return [
         "## How to read this", "",
         "Each run fine-tunes one pretrained architecture with one optimizer, learning rate "
@@ -431,7 +432,8 @@ def _paper_section(inp: ReportInputs) -> list[str]:
                       "trainable count by orders of magnitude) and *more parameters* (bigger "
                       "architectures). The table after it separates the two.", ""]
         else:
-            lines += [f"### Within freeze={strategy}", "", f"Family `{family}`: {size} tests.",
+            lines += [f"### Within freeze={md_text(strategy)}", "",
+                      f"Family {md_code(family)}: {size} tests.",
                       ""]
         lines += [md_table(headers, _paper_rows(table, metrics)), ""]
         if strategy == "pooled":
@@ -449,7 +451,7 @@ def _strategy_table(table: pd.DataFrame, metrics: list[str]) -> list[str]:
     rows = []
     for _, row in table.iterrows():
         for m in metrics:
-            rows.append([cell_label(row["optimizer"], row["lr"]), m, fr(row[f"{m}_r"]),
+            rows.append([cell_label(row["optimizer"], row["lr"]), md_text(m), fr(row[f"{m}_r"]),
                          fr(row[f"{m}_r_strategy"]), fr(row[f"{m}_partial_strategy"]),
                          fr(row[f"{m}_partial_architecture"])])
     return [*lines, md_table(["cell", "metric", "pooled r", "r strategy", "partial given strategy",
@@ -487,7 +489,7 @@ def _findings(inp: ReportInputs) -> list[str]:
             continue
         rows = corr[(corr["family"] == family) & corr["p"].notna()]
         k = int((rows["p_holm"] < ALPHA).sum())
-        lines.append(f"- `{family}`: {k} of {size} confirmatory tests survive Holm.")
+        lines.append(f"- {md_code(family)}: {k} of {size} confirmatory tests survive Holm.")
     explo = corr[(corr["family"] == EXPLORATORY) & (corr["method"] == "pearson")
                  & (corr["unit"] == "configuration") & corr["p"].notna()]
     if len(explo):
@@ -545,7 +547,7 @@ def _divergence_finding(div: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
     worst = cells.sort_values("rate", ascending=False).iloc[0] if len(cells) else None
     return [f"- Divergence: {int(t['n_diverged'])} of {int(t['n_runs'])} runs diverged "
             f"({fpct(t['rate'])})"
-            + (f", most in `{worst['scope']}` ({fpct(worst['rate'])})" if worst is not None
+            + (f", most in {md_code(worst['scope'])} ({fpct(worst['rate'])})" if worst is not None
                else "")
             + f"; across configurations the diverged share correlates r = {fr(t['r'])}{ci} "
               "with log10 trainable. Diverged runs stay in the statistics (their collapse is "
@@ -632,7 +634,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
     else:
         keep = _rm_cells(rm)
         keep = keep[keep["y"].isin(["test_acc", "gen_acc"])]
-        rows = [[cell_label(r.optimizer, r.lr), r.y, str(int(r.n)), str(int(r.n_models)),
+        rows = [[cell_label(r.optimizer, r.lr), md_text(r.y), str(int(r.n)), str(int(r.n_models)),
                  fr(r.r_rm), fp(r.p),
                  f"{fnum(r.slope)} [{fnum(r.slope_ci_low)}, {fnum(r.slope_ci_high)}]"]
                 for r in keep.itertuples()]
@@ -642,7 +644,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
         na = rm[~rm["applicable"]]["scope"].unique()
         if len(na):
             lines += [f"Not applicable in {len(na)} scopes where each architecture has one "
-                      "trainable count (e.g. " + ", ".join(f"`{s}`" for s in na[:3]) + "). "
+                      "trainable count (e.g. " + ", ".join(md_code(s) for s in na[:3]) + "). "
                       "All rows: rm_correlations.csv.", ""]
     part = _config_rows(inp.partial)
     if not part.empty:
@@ -657,7 +659,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
                 index=list(dict.fromkeys(size["scope"])))
             pw = size.pivot(index="scope", columns="y", values="p").reindex(index=wide.index)
             metrics = [m for m in MAIN_METRICS if m in wide.columns]
-            rows = [[f"`{s}`", *(f"{fr(wide.at[s, m])} (p={fp(pw.at[s, m])})" for m in metrics)]
+            rows = [[md_code(s), *(f"{fr(wide.at[s, m])} (p={fp(pw.at[s, m])})" for m in metrics)]
                     for s in wide.index]
             lines += [md_table(["scope", *(f"{m} partial r" for m in metrics)], rows), ""]
     return lines
@@ -705,7 +707,7 @@ def _divergence_section(inp: ReportInputs) -> list[str]:
     div = inp.divergence
     if div.empty:
         return [*lines, "No usable runs.", ""]
-    rows = [[f"`{r.scope}`", str(r.n_configs), str(r.n_runs), str(r.n_diverged), fpct(r.rate),
+    rows = [[md_code(r.scope), str(r.n_configs), str(r.n_runs), str(r.n_diverged), fpct(r.rate),
              f"{fr(r.r)} [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.r) else "n/a",
              fp(r.p)] for r in div.itertuples()]
     return [*lines, md_table(["scope", "configurations", "runs", "diverged", "rate",

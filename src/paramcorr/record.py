@@ -153,8 +153,10 @@ def set_aside(path: Path, record: RunRecord | None) -> Path:
 FINISHED_STATUSES = ("completed", "diverged")
 # Run axes whose values are numbers (or null); the rest are text (or null).
 NUMERIC_AXES = ("frozen_stages", "lr", "seed", "num_classes", "epochs", "batch_size",
-                "image_size", "num_groups")
-TEXT_AXES = ("model", "weights", "freeze", "optimizer", "dataset", "eval_weights")
+                "image_size", "num_groups", "lora_rank", "lora_alpha", "surgical_block",
+                "probe_epochs")
+TEXT_AXES = ("model", "weights", "freeze", "optimizer", "dataset", "eval_weights",
+             "lora_target")
 PARAM_KEYS = ("total", "trainable", "frozen")
 # Larger integers are not counts or axes of any run (and overflow numpy's int64).
 _MAX_INT = 2**53

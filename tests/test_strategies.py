@@ -31,6 +31,12 @@ OPTIONS = {"base": {}, "none": {}, "partial": {"stages": 2}, "bitfit": {}, "norm
            "lora": {"rank": 4}, "surgical": {"block": 1}, "lpft": {"probe_epochs": 1}}
 
 
+def needs_peft(strategy: str) -> None:
+    """LoRA is the optional extra `lora` (peft): its tests skip where it is not installed."""
+    if strategy == "lora":
+        pytest.importorskip("peft")
+
+
 def fresh(name: str, meta: bool = False) -> torch.nn.Module:
     if meta:  # no memory, no init: vgg16 costs nothing
         with torch.device("meta"):
@@ -94,6 +100,7 @@ def test_every_registered_strategy_has_terms_and_a_config_option() -> None:
 
 
 def check_counts(name: str, strategy: str, meta: bool) -> int:
+    needs_peft(strategy)
     options = OPTIONS[strategy]
     model = strategies.create(strategy, options).prepare(fresh(name, meta), name)
     counts = count_parameters(model)
@@ -121,6 +128,7 @@ def test_paper_and_demo_backbones_match_independent_counts(name: str) -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGY_ORDER)
 def test_parameters_outside_the_trainable_set_stay_bit_identical(strategy: str) -> None:
+    needs_peft(strategy)
     model = strategies.create(strategy, OPTIONS[strategy]).prepare(fresh("test_resnet"),
                                                                     "test_resnet")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -155,10 +163,13 @@ def test_batchnorm_statistics_update_where_bn_trains_and_stay_where_frozen() -> 
     # norm / bitfit: BatchNorm's affine parameters (biases) train, so it is in train mode and
     # its running statistics follow the new data (Frankle et al.); base / lora: held.
     assert _bn_step("norm") and _bn_step("bitfit") and _bn_step("none")
-    assert not _bn_step("base") and not _bn_step("lora")
+    assert not _bn_step("base")
+    needs_peft("lora")
+    assert not _bn_step("lora")
 
 
 def test_lora_evaluates_the_same_merged_or_not() -> None:
+    needs_peft("lora")
     strategy = strategies.create("lora", {"rank": 4})
     model = strategy.prepare(fresh("test_resnet"), "test_resnet")
     torch.manual_seed(2)
@@ -191,6 +202,7 @@ def test_lora_evaluates_the_same_merged_or_not() -> None:
 
 
 def test_lora_target_is_a_whole_name_regex_and_refusals_are_one_line() -> None:
+    needs_peft("lora")
     strategy = strategies.create("lora", {"rank": 2, "target": r"layer\d\.0\.conv1"})
     model = strategy.prepare(fresh("test_resnet"), "test_resnet")
     adapted = {n.split(".lora_")[0] for n in strategies.lora_parameter_names(model)}
@@ -256,6 +268,7 @@ def test_lpft_job_records_both_phases(train_config) -> None:
 def test_strategy_keys_are_run_axes_of_the_record(train_config, override, axes) -> None:
     from paramcorr.job import run_job
 
+    needs_peft(override[0].split("=")[1])
     cfg = train_config(*override)
     record = run_job(cfg, Path(cfg.logger.save_dir))
     assert record["status"] == "completed", record["error"]

@@ -347,8 +347,11 @@ class LoRA(Strategy):
         return target
 
     def prepare(self, model: nn.Module, model_name: str = "model") -> nn.Module:
-        from peft import LoraConfig, inject_adapter_in_model  # the optional extra
-
+        try:  # the optional extra
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise UserError("freeze=lora needs Hugging Face peft; install it with "
+                            "pip install 'paramcorr[lora]'") from None
         config = LoraConfig(r=int(self.options.get("rank", 8)), lora_alpha=self.alpha,
                             lora_dropout=0.0, target_modules=self.targets(model, model_name))
         if not lora_parameter_names(model):

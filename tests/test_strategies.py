@@ -275,3 +275,45 @@ def test_strategy_keys_are_run_axes_of_the_record(train_config, override, axes) 
     assert {k: record["run"][k] for k in axes} == axes
     assert record["run"]["frozen_stages"] is None
     assert record["params"]["trainable"] == record["params"]["in_optimizer"]
+
+
+@pytest.mark.parametrize("preset", ["strategies", "strategies_demo"])
+def test_presets_compose_every_strategy_of_their_sweep(train_config, preset) -> None:
+    import yaml
+
+    path = Path(__file__).parents[1] / "conf" / "experiment" / f"{preset}.yaml"
+    sweep = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["params"]
+    options = sweep["freeze"].split(",")
+    seen = []
+    for option in options:
+        cfg = train_config(f"experiment={preset}", f"freeze={option}",
+                           f"model={sweep['model']}")
+        strategy = strategies.from_config(cfg.freeze)
+        strategy.check_options(cfg.trainer.get("max_epochs"))
+        seen.append((strategy.name, tuple(sorted(strategy.run_axes().items()))))
+    assert len(set(seen)) == len(options)  # every option a different configuration
+    assert {name for name, _ in seen} == set(STRATEGY_ORDER)
+    ranks = sorted(dict(axes)["lora_rank"] for name, axes in seen if name == "lora")
+    assert ranks == [1, 4, 16, 64]
+
+
+def test_surgical_block_beyond_the_backbone_is_not_applicable_in_a_sweep(train_config) -> None:
+    from paramcorr.depth import out_of_range_reason
+
+    cfg = train_config("freeze=surgical", "freeze.block=6", "freeze.out_of_range=skip")
+    assert "freeze.block=6 is beyond it (valid: 0..5)" in out_of_range_reason(cfg)
+    assert out_of_range_reason(train_config("freeze=surgical", "freeze.block=5",
+                                            "freeze.out_of_range=skip")) is None
+    assert out_of_range_reason(train_config("freeze=lora", "freeze.out_of_range=skip")) is None
+
+
+def test_config_refuses_bad_strategy_keys_in_one_line(train_config) -> None:
+    from paramcorr.config import validate
+
+    for overrides, message in ((["freeze=lora", "freeze.rank=0"], "freeze.rank=0"),
+                               (["freeze=lpft", "freeze.probe_epochs=1"], "no fine-tuning"),
+                               (["freeze=bitfit", "freeze.cache_features=true"],
+                                "needs a head-only strategy")):
+        with pytest.raises(UserError, match=message) as err:
+            validate(train_config(*overrides))
+        assert "\n" not in str(err.value)

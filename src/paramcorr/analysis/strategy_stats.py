@@ -40,6 +40,9 @@ DOSE_COLUMNS = ["model", "y", "n", "n_strategies", "r", "ci_low", "ci_high", "p"
                 "slope_se", "p_holm", "p_bh", "family"]
 # What the strategies table and the Pareto plots show (those present).
 SHOWN_METRICS = ("test_acc", "gen_acc", EFFECTIVE_ROBUSTNESS)
+# An architecture compared across strategies: more than the study's two (base, none), so the
+# paper's grid alone adds no section, figure or family.
+MIN_STRATEGIES = 3
 DPI = 150
 
 
@@ -74,8 +77,8 @@ def add_effective_robustness(runs: pd.DataFrame, metrics: list[str],
 
 
 def dose_response(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Per architecture with several strategies: r and slope of each metric on log10
-    trainable over its configurations (see the module doc)."""
+    """Per architecture with MIN_STRATEGIES strategies or more: r and slope of each metric on
+    log10 trainable over its configurations (see the module doc)."""
     rows = []
     if configs.empty or "model" not in configs or "freeze" not in configs:
         return pd.DataFrame(columns=DOSE_COLUMNS)
@@ -87,7 +90,8 @@ def dose_response(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             row = {"model": model, "y": metric, "n": int(keep.sum()),
                    "n_strategies": int(sub.loc[keep, "freeze"].nunique()),
                    "family": DOSE_FAMILY}
-            if row["n_strategies"] >= 2 and len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            estimable = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
+            if row["n_strategies"] >= MIN_STRATEGIES and estimable:
                 res = stats.pearsonr(x, y)
                 ci = res.confidence_interval(0.95)
                 ols = sm.OLS(y, sm.add_constant(x)).fit()
@@ -144,8 +148,8 @@ def pareto_plot(configs: pd.DataFrame, metric: str, colours: dict, path: Path) -
         return None
     data = configs[np.isfinite(configs[metric].to_numpy(float))
                    & np.isfinite(configs[X].to_numpy(float))]
-    models = [m for m in levels(data, "model") if data.loc[data["model"] == m,
-                                                           "freeze"].nunique() >= 2]
+    models = [m for m in levels(data, "model")
+              if data.loc[data["model"] == m, "freeze"].nunique() >= MIN_STRATEGIES]
     if not models:
         return None
     fig = Figure(figsize=(4.2 * len(models) + 2.4, 3.6), dpi=DPI)
@@ -190,8 +194,8 @@ def _f(value: object, digits: int = 3) -> str:
 
 def report_section(dose: pd.DataFrame, table: pd.DataFrame, plots: list[Path],
                    out_dir: Path) -> list[str]:
-    """The report's strategies section (empty when no architecture has two strategies)."""
-    if table.empty or table.groupby("model")["freeze"].nunique().max() < 2:
+    """The report's strategies section (empty when no architecture has MIN_STRATEGIES)."""
+    if table.empty or table.groupby("model")["freeze"].nunique().max() < MIN_STRATEGIES:
         return []
     lines = ["## Strategies within each architecture", "",
              "Each row: one architecture and freeze strategy, over its configurations "

@@ -324,16 +324,18 @@ class LoRA(Strategy):
                 raise UserError(f"freeze.target={target!r} is not a regular expression "
                                 f"({err}); e.g. 'layer4\\..*conv\\d'") from None
 
-    def targets(self, model: nn.Module, model_name: str) -> str | list[str]:
+    def targets(self, model: nn.Module, model_name: str) -> str:
         """What peft's ``target_modules`` gets: the user's pattern (checked to match only
-        adaptable modules), or the default's module names."""
+        adaptable modules), or one matching exactly the default's module names."""
         candidates = lora_candidates(model)
         target = self.options.get("target")
         if target is None:
             if not candidates:
                 raise UserError(f"{model_name} has no conv or linear layer outside its head "
                                 "for freeze=lora")
-            return sorted(candidates)
+            # A pattern of the exact names: peft matches a list of names by suffix, so
+            # "conv1" would also adapt a grouped "block1.rep.0.conv1".
+            return "|".join(re.escape(name) for name in sorted(candidates))
         matched = [name for name, _ in model.named_modules() if name and re.fullmatch(target,
                                                                                        name)]
         if not matched:

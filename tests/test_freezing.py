@@ -11,7 +11,8 @@ from timm.models import group_parameters
 
 from paramcorr.classifier import ClassifierModule
 from paramcorr.errors import UserError
-from paramcorr.freezing import ParamCounts, apply_freeze, count_parameters, hold_frozen_in_eval
+from paramcorr.freezing import ParamCounts, count_parameters
+from paramcorr.strategies import apply_freeze, hold_frozen_in_eval
 
 ARCHS = ["test_resnet", "test_efficientnet", "test_convnext", "mobilenetv3_small_050"]
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from paramcorr.freezing import hold_frozen_in_eval
+from paramcorr.strategies import Strategy, resolve
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -39,7 +39,8 @@ class ClassifierModule(L.LightningModule):
     """
 
     def __init__(self, net: nn.Module, optimizer_factory: OptimizerFactory, num_classes: int,
-                 strategy: str = "none", channels_last: bool = False, hold_frozen: bool = True,
+                 strategy: str | Strategy = "none", channels_last: bool = False,
+                 hold_frozen: bool = True,
                  input_norm: nn.Module | None = None, epoch_steps: bool = False,
                  train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
@@ -51,7 +52,7 @@ class ClassifierModule(L.LightningModule):
         # and checkpoints see ``net`` once.
         self.__dict__["train_forward"] = train_forward
         self.optimizer_factory = optimizer_factory
-        self.strategy = strategy
+        self.strategy = resolve(strategy)
         self.hold_frozen = hold_frozen
         self.channels_last = channels_last
         self.input_norm = input_norm
@@ -79,7 +80,7 @@ class ClassifierModule(L.LightningModule):
     def train(self, mode: bool = True) -> ClassifierModule:
         super().train(mode)
         if mode and self.hold_frozen:
-            hold_frozen_in_eval(self.net, self.strategy)
+            self.strategy.hold_in_eval(self.net)
         return self
 
     def on_train_epoch_start(self) -> None:

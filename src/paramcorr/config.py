@@ -26,6 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.nodes import EnumNode
 
 from paramcorr.errors import UserError
+from paramcorr.strategy_names import STRATEGY_ORDER
 
 
 class Choice(str, Enum):
@@ -39,10 +40,8 @@ class Choice(str, Enum):
         return str(self.value)
 
 
-class FreezeStrategy(Choice):
-    base = "base"
-    none = "none"
-    partial = "partial"
+# The freeze group's strategies, from the one vocabulary (paramcorr.strategy_names).
+FreezeStrategy = Choice("FreezeStrategy", [(name, name) for name in STRATEGY_ORDER])
 
 
 class EvalWeights(Choice):
@@ -168,7 +167,8 @@ class SGDConfig(OptimizerConfig):
 
 @dataclass
 class FreezeConfig:
-    # Named by each freeze group option (base, none, partial).
+    # Named by each freeze group option (paramcorr.strategy_names; behaviour in
+    # paramcorr.strategies).
     strategy: FreezeStrategy = MISSING
     # partial: how many of timm's coarse parameter groups to freeze, from the stem on.
     stages: int | None = None
@@ -178,6 +178,36 @@ class FreezeConfig:
     # partial, stages beyond the backbone's groups: error (a failed run) or skip (no record;
     # for depth sweeps, see paramcorr.depth).
     out_of_range: OutOfRange = OutOfRange.error
+
+
+# A strategy's own keys live in its own schema (a subclass), so the keys of every other
+# strategy, and their config hashes, stay as they were.
+@dataclass
+class LoraFreezeConfig(FreezeConfig):
+    # Adapter rank r and scale alpha (the update is scaled by alpha / r); null alpha = r.
+    rank: int = 8
+    alpha: float | None = None
+    # A regular expression matched against whole module names (named_modules()); null = every
+    # ungrouped Conv2d and Linear outside the classifier.
+    target: str | None = None
+
+
+@dataclass
+class LpftFreezeConfig(FreezeConfig):
+    # Epochs of head-only training before every parameter trains.
+    probe_epochs: int = 1
+
+
+@dataclass
+class SurgicalFreezeConfig(FreezeConfig):
+    # The one timm coarse group that trains (with the head), as group_matcher numbers them.
+    block: int | None = None
+
+
+# The freeze schemas by their name under schema/freeze (a freeze option's defaults entry).
+FREEZE_SCHEMAS: dict[str, type[FreezeConfig]] = {
+    "freeze": FreezeConfig, "lora": LoraFreezeConfig, "lpft": LpftFreezeConfig,
+    "surgical": SurgicalFreezeConfig}
 
 
 @dataclass
@@ -266,7 +296,8 @@ def register_schemas() -> None:
     # Under schema/, not in the groups themselves, so they are not listed as choices.
     store.store(group="schema/data", name="data", node=schema(DataConfig))
     store.store(group="schema/model", name="model", node=schema(ModelConfig))
-    store.store(group="schema/freeze", name="freeze", node=schema(FreezeConfig))
+    for name, node in FREEZE_SCHEMAS.items():
+        store.store(group="schema/freeze", name=name, node=schema(node))
     store.store(group="schema/optimizer", name="adam", node=schema(AdamConfig))
     store.store(group="schema/optimizer", name="sgd", node=schema(SGDConfig))
 
@@ -434,27 +465,30 @@ def validate_trainer(trainer: DictConfig) -> None:
 
 
 def _batch_norm_trains(cfg: DictConfig) -> bool:
-    """Whether a BatchNorm layer of the backbone is in train mode under the freeze strategy.
+    """Whether a BatchNorm layer of the backbone is in train mode in any phase of the freeze
+    strategy (the strategy says what it holds in eval mode).
 
     Built on the meta device: no weights, no memory, only the module structure.
     """
     import timm
     import torch
 
-    from paramcorr import freezing
+    from paramcorr import strategies
 
     try:
-        with torch.device("meta"):
-            model = timm.create_model(str(cfg.model.name), pretrained=False)
-        freezing.apply_freeze(model, cfg.freeze.strategy, cfg.freeze.stages, cfg.model.name)
+        strategy = strategies.from_config(cfg.freeze)
+        for phase in strategy.phases(cfg.trainer.get("max_epochs")):
+            with torch.device("meta"):
+                model = timm.create_model(str(cfg.model.name), pretrained=False)
+            model = phase.strategy.prepare(model, str(cfg.model.name))
+            model.train()
+            phase.strategy.hold_in_eval(model)
+            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+                   for m in model.modules()):
+                return True
     except Exception:  # noqa: BLE001 - a bad name or stage count is reported by the run
         return False
-    if cfg.freeze.strategy == "base":
-        return False
-    held = {id(m) for m in freezing.fully_frozen_modules(model)} \
-        if cfg.freeze.strategy == "partial" else set()
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in held
-               for m in model.modules())
+    return False
 
 
 def validate(cfg: DictConfig) -> None:
@@ -463,14 +497,14 @@ def validate(cfg: DictConfig) -> None:
     validate_optimizer(cfg)
     validate_data(cfg.data)
     validate_trainer(cfg.trainer)
-    stages = cfg.freeze.stages
-    if cfg.freeze.strategy == "partial":
-        _require(stages is not None and stages >= 0,
-                 "freeze=partial needs freeze.stages=<int >= 0> (0 trains everything)")
+    from paramcorr import strategies
+
+    strategy = strategies.from_config(cfg.freeze)
+    strategy.check_options(cfg.trainer.get("max_epochs"))
     if cfg.freeze.cache_features == AutoBool.true:
-        _require(cfg.freeze.strategy == "base",
-                 f"freeze.cache_features=true needs freeze=base (got freeze="
-                 f"{cfg.freeze.strategy}); use freeze.cache_features=auto")
+        _require(strategy.head_only,
+                 f"freeze.cache_features=true needs a head-only strategy such as freeze=base "
+                 f"(got freeze={cfg.freeze.strategy}); use freeze.cache_features=auto")
         _require(not cfg.data.augment, "freeze.cache_features=true cannot hold with "
                  "data.augment=true (inputs change every epoch); use freeze.cache_features=auto")
     _require(cfg.model.weights not in ("", None),

@@ -24,7 +24,7 @@ import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from paramcorr import freezing
+from paramcorr import freezing, strategies
 from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, NotRun, find_record, set_aside
 
 log = logging.getLogger(__name__)
@@ -42,22 +42,24 @@ def number_of_groups(model_name: str) -> int:
 def out_of_range_reason(cfg: DictConfig) -> str | None:
     """Why this job is not applicable, or None if it should run.
 
-    Only with ``freeze=partial`` and ``freeze.out_of_range=skip``; a backbone that cannot be
-    built here (e.g. a misspelt name) is left to the job, which records the error.
+    Only for a strategy with a group index (``freeze.stages`` of partial, ``freeze.block`` of
+    surgical) and ``freeze.out_of_range=skip``; a backbone that cannot be built here (e.g. a
+    misspelt name) is left to the job, which records the error.
     """
-    freeze = cfg.freeze
-    if freeze.strategy != "partial" or OmegaConf.select(
+    strategy = strategies.from_config(cfg.freeze)
+    key = strategy.group_key
+    if key is None or OmegaConf.select(
             cfg, "freeze.out_of_range", default="error") != "skip":
         return None
-    stages = freeze.stages
+    index = strategy.options.get(key)
     try:
         groups = number_of_groups(str(cfg.model.name))
     except Exception:  # noqa: BLE001 - the real run reports it, with its own message
         return None
-    if stages is None or stages < groups:
+    if index is None or index < groups:
         return None
     return (f"{cfg.model.name} has {groups} stages (timm parameter groups), so "
-            f"freeze.stages={stages} is beyond it (valid: 0..{groups - 1})")
+            f"freeze.{key}={index} is beyond it (valid: 0..{groups - 1})")
 
 
 def skip_if_out_of_range(cfg: DictConfig, output_dir: Path) -> NotRun | None:
@@ -76,7 +78,8 @@ def skip_if_out_of_range(cfg: DictConfig, output_dir: Path) -> NotRun | None:
         moved = set_aside(record_path, find_record(record_path))
         log.info("earlier record kept as %s", moved.name)
     marker = {"status": "not_applicable", "reason": reason, "model": cfg.model.name,
-              "frozen_stages": cfg.freeze.stages,
+              "freeze": str(cfg.freeze.strategy), "frozen_stages": cfg.freeze.stages,
+              **strategies.from_config(cfg.freeze).run_axes(),
               "num_groups": number_of_groups(str(cfg.model.name)), "seed": cfg.seed}
     (output_dir / NOT_APPLICABLE_NAME).write_text(json.dumps(marker, indent=2) + "\n")
     log.info("not applicable (no result.json): %s", reason)

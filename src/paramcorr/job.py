@@ -31,6 +31,7 @@ from paramcorr import (
     freezing,
     input_cache,
     loggers,
+    strategies,
     training,
 )
 from paramcorr.atomic import JobBusy, atomic_path, job_lock, remove_stale_temps, writing_to
@@ -88,6 +89,8 @@ class _PartialRecord:
     phase: str = "build"
     # A non-finite evaluation metric that is not divergence: the run cannot be completed.
     non_finite: str | None = None
+    # A schedule of several phases (freeze=lpft): each one's epochs, steps, trainable count.
+    phases: list[dict[str, Any]] = field(default_factory=list)
 
     def status(self, error: str | None) -> str:
         if error or self.non_finite:
@@ -105,7 +108,7 @@ class _PartialRecord:
                  "cached_features": self.cached_features, "feature_cache": self.feature_cache,
                  "input_cache": self.input_cache, "head_epoch_steps": self.head_epoch_steps,
                  "evaluated_epoch": self.evaluated_epoch,
-                 "evaluated_reason": self.evaluated_reason}
+                 "evaluated_reason": self.evaluated_reason, "phases": self.phases or None}
         return RunRecord(status=self.status(error), run=self.run, params=self.params,
                          metrics=metrics, timing=timing, config_hash=chash, error=error,
                          extra={k: v for k, v in extra.items() if v is not None})
@@ -122,13 +125,15 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
     ``epochs`` and ``steps`` are what training did, filled in after it (None if it never
     ended); ``epochs_configured`` is what the config asked for.
     """
-    freeze = cfg.freeze.strategy
     classes = cfg.data.classes
+    # frozen_stages is in every record (null unless partial); a strategy's other keys only in
+    # its own (see paramcorr.strategy_names).
     return {
         "model": cfg.model.name,
         "weights": cfg.model.weights,
-        "freeze": freeze,
-        "frozen_stages": cfg.freeze.stages if freeze == "partial" else None,
+        "freeze": cfg.freeze.strategy,
+        "frozen_stages": None,
+        **strategies.from_config(cfg.freeze).run_axes(),
         "optimizer": optimizer_name(cfg),
         "lr": finite_number(OmegaConf.select(cfg, "optimizer.lr", default=None,
                                                throw_on_resolution_failure=False)),
@@ -195,20 +200,27 @@ def _build(cfg: DictConfig, partial: _PartialRecord) -> tuple[torch.nn.Module, D
     partial.data = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
                     "gen": len(splits.gen) if splits.gen is not None else 0,
                     "bad_images_skipped": splits.bad_images_skipped, "notes": splits.notes}
-    freezing.apply_freeze(model, cfg.freeze.strategy, cfg.freeze.stages, cfg.model.name)
     partial.run["num_groups"] = freezing.number_of_groups(model)
+    model = strategies.from_config(cfg.freeze).prepare(model, cfg.model.name)
     partial.params = freezing.count_parameters(model).as_dict()
     return model, splits
 
 
-def _make_trainer(cfg: DictConfig, output_dir: Path, precision: str) -> tuple[Any, Any, Any]:
-    """The Lightning Trainer, its logger, and the best-epoch checkpoint (eval_weights=best)."""
-    logger = instantiate(cfg.logger) if cfg.logger else False
+def _make_trainer(cfg: DictConfig, output_dir: Path, precision: str,
+                  max_epochs: int | None = None, last: bool = True) -> tuple[Any, Any, Any]:
+    """The Lightning Trainer, its logger, and the best-epoch checkpoint (eval_weights=best).
+
+    For one phase of a strategy's schedule: ``max_epochs`` its epochs (None: the config's);
+    only the ``last`` phase logs and keeps the best epoch (the weights that are evaluated).
+    """
+    logger = instantiate(cfg.logger) if cfg.logger and last else False
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs["precision"] = precision  # resolved for this device (trainer=gpu: auto)
+    if max_epochs is not None:
+        trainer_kwargs["max_epochs"] = max_epochs
     trainer, checkpoint = training.make_trainer(
         trainer_kwargs, output_dir, logger=logger,
-        keep_best=str(cfg.eval_weights).lower() == "best")
+        keep_best=last and str(cfg.eval_weights).lower() == "best")
     return trainer, logger, checkpoint
 
 
@@ -307,10 +319,13 @@ def _judge_metrics(metrics: dict[str, float], partial: _PartialRecord) -> None:
 
 def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord) -> None:
     model, splits = _build(cfg, partial)
+    strategy = strategies.from_config(cfg.freeze)
+    phases = strategy.phases(cfg.trainer.get("max_epochs"))
     # Placed by the launcher already; CUDA starts here, on the job's device (device.py).
     dev = device.setup(cfg.trainer, cfg.channels_last)
     partial.device = dev.describe()
-    trainer, logger, checkpoint = _make_trainer(cfg, output_dir, dev.precision)
+    trainer, logger, checkpoint = _make_trainer(cfg, output_dir, dev.precision,
+                                                phases[0].epochs, last=len(phases) == 1)
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
     device.reset_peak_memory(dev.device)
@@ -321,28 +336,34 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
     partial.phase = "fit"
 
     pin = dev.device.type == "cuda"
-    train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
-                               num_workers=cfg.data.num_workers, pin_memory=pin)
-    # A head on cached features: one Lightning step per epoch, same batches (classifier.py).
-    epochs = epoch_loader(train_loader, trainer) if inputs.features else None
-    if inputs.features:
-        partial.head_epoch_steps = epochs is not None
-    module = ClassifierModule(inputs.net, instantiate(cfg.optimizer), splits.num_classes,
-                              strategy=cfg.freeze.strategy, channels_last=dev.channels_last,
-                              hold_frozen=inputs.hold_frozen, input_norm=inputs.input_norm,
-                              epoch_steps=epochs is not None,
-                              train_forward=device.compile_for_training(inputs.net)
-                              if cfg.compile else None)
-    partial.params["in_optimizer"] = sum(
-        p.numel() for p in module.net.parameters() if p.requires_grad)
-    train_loader = epochs or train_loader
     val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, pin_memory=pin)
-    fitted = training.fit(trainer, checkpoint, module, train_loader, val_loader)
+    fit_s, samples, epochs_done, steps_done = 0.0, 0, 0, 0
+    for index, phase in enumerate(phases):
+        if index > 0:
+            trainer, logger, checkpoint = _make_trainer(cfg, output_dir, dev.precision,
+                                                        phase.epochs,
+                                                        last=index == len(phases) - 1)
+        if len(phases) > 1:
+            phase.strategy.prepare(inputs.net, cfg.model.name)
+        module, fitted = _fit_phase(cfg, phase.strategy, inputs, splits, trainer, checkpoint,
+                                    val_loader, dev, partial)
+        fit_s += fitted.fit_s
+        samples += module.samples_trained
+        epochs_done += fitted.epochs
+        steps_done += fitted.steps
+        if len(phases) > 1:
+            partial.phases.append({"name": phase.name, "epochs": fitted.epochs,
+                                   "steps": fitted.steps,
+                                   "trainable": partial.params["in_optimizer"],
+                                   "fit_s": fitted.fit_s})
+            if index < len(phases) - 1:
+                partial.params[f"trainable_{phase.name}"] = partial.params["in_optimizer"]
+        if module.diverged:
+            break
     partial.diverged = module.diverged
-    partial.run.update(epochs=fitted.epochs, steps=fitted.steps)
-    partial.timing.update(fit_s=fitted.fit_s, train_samples_per_s=module.samples_trained
-                          / fitted.fit_s if fitted.fit_s > 0 else 0.0)
+    partial.run.update(epochs=epochs_done, steps=steps_done)
+    partial.timing.update(fit_s=fit_s, train_samples_per_s=samples / fit_s if fit_s > 0 else 0.0)
     partial.evaluated_epoch = "best" if fitted.best_loaded else "last"
     if checkpoint is not None and not fitted.best_loaded:
         partial.evaluated_reason = ("diverged: its last finite weights" if module.diverged
@@ -358,15 +379,40 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
     _judge_metrics(metrics, partial)
     loggers.log_final(logger, metrics, partial.params, partial.run, trainer.global_step)
     if cfg.save_weights:
-        backbones.save_checkpoint(model.cpu(), output_dir / "model.safetensors",
+        backbones.save_checkpoint(strategy.for_export(model.cpu()),
+                                  output_dir / "model.safetensors",
                                   metadata={"architecture": cfg.model.name})
+
+
+def _fit_phase(cfg: DictConfig, strategy: strategies.Strategy, inputs: _Inputs,
+               splits: DataSplits, trainer: Any, checkpoint: Any, val_loader: Any,
+               dev: device.DeviceSetup, partial: _PartialRecord
+               ) -> tuple[ClassifierModule, training.FitResult]:
+    """Train the parameters ``strategy`` has set trainable, with a fresh optimizer."""
+    train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
+                               num_workers=cfg.data.num_workers,
+                               pin_memory=dev.device.type == "cuda")
+    # A head on cached features: one Lightning step per epoch, same batches (classifier.py).
+    epochs = epoch_loader(train_loader, trainer) if inputs.features else None
+    if inputs.features:
+        partial.head_epoch_steps = epochs is not None
+    module = ClassifierModule(inputs.net, instantiate(cfg.optimizer), splits.num_classes,
+                              strategy=strategy, channels_last=dev.channels_last,
+                              hold_frozen=inputs.hold_frozen, input_norm=inputs.input_norm,
+                              epoch_steps=epochs is not None,
+                              train_forward=device.compile_for_training(inputs.net)
+                              if cfg.compile else None)
+    partial.params["in_optimizer"] = sum(
+        p.numel() for p in module.net.parameters() if p.requires_grad)
+    fitted = training.fit(trainer, checkpoint, module, epochs or train_loader, val_loader)
+    return module, fitted
 
 
 def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) -> bool:
     """freeze.cache_features: auto = where equivalent; true = must (else a one-line refusal);
-    false = never. It applies to freeze=base only (other strategies train the backbone)."""
+    false = never. It applies to head-only strategies (freeze=base): others train the backbone."""
     mode = str(cfg.freeze.cache_features).lower()
-    if cfg.freeze.strategy != "base" or mode == "false":
+    if not strategies.from_config(cfg.freeze).head_only or mode == "false":
         return False
 
     def off(reason: str) -> bool:

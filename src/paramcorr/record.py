@@ -174,8 +174,10 @@ def set_aside(path: Path, record: RunRecord | None) -> Path:
 FINISHED_STATUSES = ("completed", "diverged")
 # Run axes whose values are numbers (or null); the rest are text (or null).
 NUMERIC_AXES = ("frozen_stages", "lr", "seed", "num_classes", "epochs", "batch_size",
-                "image_size", "num_groups")
-TEXT_AXES = ("model", "weights", "freeze", "optimizer", "dataset", "eval_weights")
+                "image_size", "num_groups", "lora_rank", "lora_alpha", "surgical_block",
+                "probe_epochs")
+TEXT_AXES = ("model", "weights", "freeze", "optimizer", "dataset", "eval_weights",
+             "lora_target")
 PARAM_KEYS = ("total", "trainable", "frozen")
 # A record is a few kilobytes (a confusion matrix of 1,000 classes: a few megabytes); a larger
 # file is no record, and must not be read whole into memory.

@@ -14,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from paramcorr.analysis import strategy_stats
 from paramcorr.analysis.claims import CLAIMS_COLUMNS, evaluate_claims
 from paramcorr.analysis.collect import Collection, NoRecordsError, check_sweep_dirs, collect_runs
 from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.latex import write_latex
 from paramcorr.analysis.outdir import OutDirError, check_out_dir, make_out_dir
-from paramcorr.analysis.plots import make_plots
+from paramcorr.analysis.plots import make_plots, model_colours
 from paramcorr.analysis.report import ReportInputs, write_report
 from paramcorr.analysis.stats import (
     CORR_COLUMNS,
@@ -38,7 +39,7 @@ __all__ = ["AnalysisResult", "NoRecordsError", "OutDirError", "run_analysis"]
 log = logging.getLogger("paramcorr.analysis")
 
 # Our own figure names: removed before plotting so a re-run never leaves stale figures.
-PLOT_PATTERNS = tuple(f"{kind}_*.{ext}" for kind in ("scatter", "heatmap", "partial")
+PLOT_PATTERNS = tuple(f"{kind}_*.{ext}" for kind in ("scatter", "heatmap", "partial", "pareto")
                       for ext in ("png", "pdf"))
 
 
@@ -106,6 +107,7 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
     log.info("collected %d records (%d used) below %s", col.n_records, col.n_used,
              ", ".join(map(str, sweep_dirs)))
     runs, metrics = col.runs, col.metrics
+    strategy_stats.add_effective_robustness(runs, metrics, col.run_axes)
 
     start = time.perf_counter()
     log.info("correlations: %d metrics x 3 methods x 2 units (bootstrap n=%d)", len(metrics),
@@ -149,13 +151,18 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
         for stale in plot_dir.glob(pattern):
             stale.unlink()
     plots = make_plots(runs, corr, metrics, plot_dir, configs=configs)
+    strategy_lines, strategy_files, strategy_plots = strategy_stats.analyse(
+        configs, metrics, model_colours(runs["model"].dropna().astype(str).tolist()
+                                        if "model" in runs else []), out_dir, plot_dir)
+    files.update(strategy_files)
     timings["plots"] = time.perf_counter() - start
 
     start = time.perf_counter()
     inputs = ReportInputs(collection=col, corr=corr, paper=paper, partial=partial, rm=rm,
                           coefs=coefs, slopes=slopes, seeds=seeds, plots=plots,
                           csvs=[p.name for p in files.values()], n_boot=n_boot, seed=seed,
-                          claims=claims, divergence=divergence, configs=configs)
+                          claims=claims, divergence=divergence, configs=configs,
+                          strategies=strategy_lines)
     files["report"] = write_report(inputs, out_dir)
     timings["report"] = time.perf_counter() - start
     log.info("wrote %s", out_dir)
@@ -163,5 +170,5 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
         out_dir=out_dir, summary=col.summary(), n_files=col.n_files, n_records=col.n_records,
         n_used=col.n_used, n_completed=col.count("completed"),
         n_diverged=col.count("diverged"), n_failed=col.count("failed"),
-        n_skipped=col.n_skipped, skipped=dict(col.skipped), files=files, plots=plots,
-        timings=timings)
+        n_skipped=col.n_skipped, skipped=dict(col.skipped), files=files,
+        plots=plots + strategy_plots, timings=timings)

@@ -23,6 +23,7 @@ from paramcorr.record import (
     RunRecord,
     load_record,
 )
+from paramcorr.strategy_names import STRATEGY_AXES
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ SKIP_DIRS = frozenset({"analysis", ".hydra", "__pycache__", ".git"})
 MAIN_METRICS = ("test_acc", "test_f1", "gen_acc", "gen_f1")
 KNOWN_METRICS = (*MAIN_METRICS, "gap_acc", "gap_loss", "train_acc", "train_loss",
                  "val_acc", "val_loss", "test_loss")
-KNOWN_RUN_AXES = ("model", "weights", "freeze", "frozen_stages", "num_groups", "optimizer",
+KNOWN_RUN_AXES = ("model", "weights", "freeze", *STRATEGY_AXES, "num_groups", "optimizer",
                   "lr", "seed", "dataset", "num_classes", "epochs_configured", "batch_size",
                   "image_size", "eval_weights")
 # Keys of a record's run block that say what training did, not what was asked for (a run

@@ -20,12 +20,13 @@ from scipy import stats
 
 from paramcorr.analysis.collect import MAIN_METRICS, plottable
 from paramcorr.analysis.stats import X, format_value, is_number, levels, used_mask
+from paramcorr.strategy_names import STRATEGY_TERMS
 
 DPI = 150  # print quality at paper size; higher only costs time
-MARKERS = {"base": "o", "none": "^", "partial": "s"}
-OTHER_MARKERS = ("D", "v", "P", "X", "*")
-LABELS = {"base": "base (head only)", "none": "none (full fine-tune)",
-          "partial": "partial (first stages frozen)"}
+# Marker and label per strategy: the strategies' one vocabulary (paramcorr.strategy_names).
+MARKERS = {t.name: t.marker for t in STRATEGY_TERMS}
+OTHER_MARKERS = ("d", "h", "p", "8", "<")
+LABELS = {t.name: t.label for t in STRATEGY_TERMS}
 
 
 def model_colours(models: list[str]) -> dict[str, tuple]:

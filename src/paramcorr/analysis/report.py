@@ -58,6 +58,8 @@ class ReportInputs:
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)
     configs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The strategies section, rendered by paramcorr.analysis.strategy_stats.
+    strategies: list[str] = field(default_factory=list)
 
 
 # --- formatting -------------------------------------------------------------------------
@@ -842,6 +844,7 @@ def render(inp: ReportInputs, out_dir: Path) -> str:
     lines += ["## Beyond the paper", ""]
     lines += _within_architecture(inp) + _regression_section(inp) + _divergence_section(inp)
     lines += _seed_section(inp) + _power_section(inp) + _method_section(inp)
+    lines += inp.strategies
     lines += _plots_section(inp, out_dir) + _files_section(inp)
     return "\n".join(lines).rstrip() + "\n"
 

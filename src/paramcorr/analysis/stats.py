@@ -25,6 +25,7 @@ from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES
 from paramcorr.analysis.configurations import RUNS_PREFIX, configuration_means
 from paramcorr.analysis.power import ALPHA, critical_r, detectable_r, f_test_power
 from paramcorr.record import finite_number
+from paramcorr.strategy_names import HEAD_ONLY, STRATEGY_ORDER
 
 X = "log10_trainable"
 METHODS = ("pearson", "spearman", "kendall")
@@ -36,7 +37,7 @@ UNITS = ("run", "configuration")
 CONFIRMATORY_METRICS = MAIN_METRICS
 POOLED = "confirmatory: pooled"
 EXPLORATORY = "exploratory"
-FREEZE_ORDER = ("base", "none", "partial")
+FREEZE_ORDER = STRATEGY_ORDER  # the strategies' one vocabulary (paramcorr.strategy_names)
 # The outcomes the beyond-paper models are fitted to: the paper's four plus the gap.
 MODEL_METRICS = (*MAIN_METRICS, "gap_acc")
 CONFIDENCE = 0.95
@@ -78,8 +79,8 @@ def is_number(value: object) -> bool:
 def levels(frame: pd.DataFrame, axis: str) -> list:
     """The values of ``axis`` present, in the one order every table and figure uses.
 
-    freeze: base, none, partial, then others by name; other axes: numbers ascending, then
-    strings by name. Empty when the column is absent.
+    freeze: the strategies' vocabulary order, then others by name; other axes: numbers
+    ascending, then strings by name. Empty when the column is absent.
     """
     if axis not in frame:
         return []
@@ -514,7 +515,7 @@ def strategy_vs_count(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
                                      "partial_architecture", "p_partial_architecture"])
     used = used_mask(configs)
     x_all = configs[X].to_numpy(dtype=float)
-    tuned = (configs["freeze"] != "base").to_numpy(dtype=float)
+    tuned = (~configs["freeze"].isin(HEAD_ONLY)).to_numpy(dtype=float)
     for scope in scopes(configs):
         if "freeze" in scope.axes:
             continue

@@ -1,0 +1,65 @@
+"""The freeze strategies' vocabulary: names, labels, plot markers and their display order.
+
+Light on purpose (no torch, timm or peft): the config schema builds its ``freeze.strategy``
+choices from it and the analysis reads labels, markers and order from it, both without
+loading a model library. :mod:`paramcorr.strategies` builds each strategy's behaviour on these
+terms (one class per entry; a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StrategyTerms:
+    """How one strategy is named, shown and recorded."""
+
+    name: str
+    label: str
+    marker: str
+    # The record's run axes its freeze keys become: (run axis, freeze key) pairs.
+    axes: tuple[tuple[str, str], ...] = ()
+    # Only the classifier trains (the backbone is not fine-tuned): its features can be cached,
+    # and the analysis counts it as not fine-tuned.
+    head_only: bool = False
+
+
+# Display order: the study's two, the depth sweep, then parameter-efficient ones by how much
+# of the backbone they touch.
+STRATEGY_TERMS: tuple[StrategyTerms, ...] = (
+    StrategyTerms("base", "base (head only)", "o", head_only=True),
+    StrategyTerms("none", "none (full fine-tune)", "^"),
+    StrategyTerms("partial", "partial (first stages frozen)", "s", (("frozen_stages", "stages"),)),
+    StrategyTerms("bitfit", "bitfit (biases + head)", "D"),
+    StrategyTerms("norm", "norm (normalisation affine + head)", "v"),
+    StrategyTerms("lora", "lora (low-rank adapters + head)", "P",
+                  (("lora_rank", "rank"), ("lora_alpha", "alpha"), ("lora_target", "target"))),
+    StrategyTerms("surgical", "surgical (one block + head)", "*", (("surgical_block", "block"),)),
+    StrategyTerms("lpft", "lpft (linear probe, then fine-tune)", "X",
+                  (("probe_epochs", "probe_epochs"),)),
+)
+TERMS: dict[str, StrategyTerms] = {t.name: t for t in STRATEGY_TERMS}
+STRATEGY_ORDER: tuple[str, ...] = tuple(TERMS)
+# Every run axis a strategy adds to the record, in display order.
+STRATEGY_AXES: tuple[str, ...] = tuple(dict.fromkeys(a for t in STRATEGY_TERMS for a, _ in t.axes))
+HEAD_ONLY: frozenset[str] = frozenset(t.name for t in STRATEGY_TERMS if t.head_only)
+# A marker for a strategy this vocabulary does not know (an older or foreign record).
+UNKNOWN_MARKER = "o"
+
+
+def label(name: str) -> str:
+    """The legend label of ``name``; an unknown strategy is shown by its name."""
+    terms = TERMS.get(str(name))
+    return terms.label if terms else str(name)
+
+
+def marker(name: str) -> str:
+    terms = TERMS.get(str(name))
+    return terms.marker if terms else UNKNOWN_MARKER
+
+
+def ordered(names: list[str]) -> list[str]:
+    """``names`` in the vocabulary's order, unknown ones after, by name."""
+    known = [n for n in STRATEGY_ORDER if n in names]
+    return known + sorted((n for n in names if n not in TERMS), key=str)

@@ -38,16 +38,25 @@ STRATEGY_LABELS = {
     "pooled": "pooled over strategies",
 }
 
+# Table headers, where the full names would not fit a column.
+METRIC_SHORT = {"test_acc": "Test acc.", "test_f1": "Test F1", "gen_acc": "Gen. acc.",
+                "gen_f1": "Gen. F1", "gap_acc": "Acc. gap"}
+STRATEGY_SHORT = {"pooled": "pooled"}
+
 OPTIMIZER_LABELS = {"adam": "Adam", "sgd": "SGD", "adamw": "AdamW"}
 
 TRAINABLE_LABEL = "Trainable parameters"
 
 
-def metric_label(metric: str) -> str:
+def metric_label(metric: str, short: bool = False) -> str:
+    if short and metric in METRIC_SHORT:
+        return METRIC_SHORT[metric]
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
-def strategy_label(strategy: object) -> str:
+def strategy_label(strategy: object, short: bool = False) -> str:
+    if short and str(strategy) in STRATEGY_SHORT:
+        return STRATEGY_SHORT[str(strategy)]
     return STRATEGY_LABELS.get(str(strategy), str(strategy))
 
 

@@ -17,15 +17,17 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from paramcorr.atomic import OutputError
-from paramcorr.config import register_schemas
+from paramcorr.config import refuse_unknown_appended_keys, register_schemas
 from paramcorr.errors import UserError
 from paramcorr.inputs import sweep_segment
 from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun
@@ -134,3 +136,35 @@ def pretrain_task(cfg: DictConfig) -> None:
         if cfg.get("strict", False):
             raise
         _fail(str(err))
+
+
+class AppendedKeyCheck(Callback):
+    """Refuses ``+key=value`` for a key the schema does not have, before any job runs.
+
+    Runs first among the callbacks (conf/hydra/default.yaml); one line, exit code 1.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        try:
+            refuse_unknown_appended_keys(str(config.hydra.job.config_name),
+                                         list(config.hydra.overrides.task), config,
+                                         is_group=_is_config_group)
+        except UserError as err:
+            # SystemExit passes through Hydra's error handler: one line, exit code 1.
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def _is_config_group(name: str) -> bool:
+    """Whether ``name`` is a config group of the composing Hydra app (``+experiment=x``)."""
+    if GlobalHydra.instance().is_initialized():
+        loader = GlobalHydra.instance().config_loader()
+        return bool(loader.get_group_options(name))
+    return (CONFIG_DIR / name).is_dir()

@@ -26,7 +26,7 @@ def _run(cfg) -> dict:
 
 def test_csv_default_gets_curves_and_final_metrics(train_config):
     cfg = train_config(*SHORT)
-    assert cfg.logger._target_.endswith("CSVLogger")  # CSV stays the default
+    assert cfg.logger._target_.endswith("csv_logger")  # CSV stays the default
     record = _run(cfg)
     with open(Path(cfg.logger.save_dir) / "csv" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +170,30 @@ def _is_config_group(name: str) -> bool:
         loader = GlobalHydra.instance().config_loader()
         return bool(loader.get_group_options(name))
     return (CONFIG_DIR / name).is_dir()
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run a script's Hydra ``main``; Ctrl-C ends it with one line and exit code 130.
+
+    Lightning answers an interrupt inside ``fit`` by exiting with status 1 and Hydra adds
+    nothing, so the line is printed here: how many jobs of the sweep finished and that the
+    same command resumes it. The SIGINT handler only notes the interrupt and then does what
+    Python does (raise KeyboardInterrupt), so Lightning's own shutdown still runs.
+    """
+    interrupted = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit) as err:
+        if not (interrupted or isinstance(err, KeyboardInterrupt)):
+            raise
+        from paramcorr.sweep import interrupt_message
+
+        print(interrupt_message(), file=sys.stderr)
+        sys.exit(130)

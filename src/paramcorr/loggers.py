@@ -90,6 +90,29 @@ def mlflow_logger(experiment_name: str, tracking_uri: str, run_name: str | None 
                         run_name=run_name or None, tags=clean_tags or None, **kwargs)
 
 
+def csv_logger(save_dir: str, name: str = "csv", version: str = "") -> Any:
+    """Lightning's ``CSVLogger``, keeping an earlier attempt's logs.
+
+    A job re-run after an interrupt finds its own log dir from the attempt that did not
+    finish; Lightning would warn and overwrite it. It is moved aside (``<name>/attempt-<k>``,
+    numbered from 1) so the new attempt writes a fresh one and nothing is deleted.
+    """
+    from lightning.pytorch.loggers import CSVLogger
+
+    log_dir = Path(save_dir) / name / str(version)
+    if version == "" and log_dir.is_dir() and any(
+            p.is_file() for p in log_dir.iterdir()):
+        k = 1
+        while (log_dir / f"attempt-{k}").exists():
+            k += 1
+        keep = log_dir / f"attempt-{k}"
+        keep.mkdir()
+        for path in list(log_dir.iterdir()):
+            if path.is_file():
+                path.rename(keep / path.name)
+    return CSVLogger(save_dir=save_dir, name=name, version=version)
+
+
 WANDB_MODES = ("online", "offline", "disabled")
 
 

@@ -96,6 +96,21 @@ class OutputCheck(Callback):
             raise SystemExit(1) from None
 
 
+# The sweep this process launched (set when it starts): what an interrupt reports on.
+_launched: dict[str, Any] = {}
+
+
+def interrupt_message() -> str:
+    """One line for Ctrl-C: how far the sweep got, and that the same command resumes it."""
+    if not _launched:
+        return ("interrupted: the run did not finish and wrote no record; run the same "
+                "command again to start it over")
+    sweep_dir = Path(_launched["dir"])
+    done = _finished_records(sweep_dir) if sweep_dir.is_dir() else 0
+    return (f"interrupted: {done} of {_launched['total']} jobs finished (records under "
+            f"{sweep_dir}); re-run the same command to resume: finished jobs are skipped")
+
+
 class SweepProgress(Callback):
     """Prints ``[k/N] elapsed, ETA`` in the launching process as jobs of a multirun end.
 
@@ -134,6 +149,7 @@ class SweepProgress(Callback):
         state = {"total": total, "started": time.time(),
                  "finished_before": _finished_records(sweep_dir), "pid": os.getpid()}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
+        _launched.update(dir=str(sweep_dir), total=total)
         log.info("sweep %s: %d jobs (%d records already there)", sweep_dir, total,
                  state["finished_before"])
         self._last = state["finished_before"]

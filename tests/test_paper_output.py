@@ -150,3 +150,26 @@ def test_latex_compiles_in_a_plain_article(small, tmp_path):
         text = subprocess.run(["pdftotext", "doc.pdf", "-"], cwd=tmp_path,
                               capture_output=True, text=True, check=True).stdout
         assert "¡" not in text and "p < 0.05" in text
+
+
+def test_report_leads_with_a_short_answer_of_three_verdicts(small):
+    text = (small.out_dir / "report.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Short answer"
+    answer = text.split("## Short answer", 1)[1].split("\n## ", 1)[0]
+    verdicts = [line for line in answer.splitlines() if line.startswith("- **")]
+    assert [v[4] for v in verdicts] == ["a", "b", "c"]
+    assert "nan%" not in text
+
+
+def test_report_names_pooled_epoch_budgets(tmp_path):
+    from analysis_fixtures import make_record, write_record
+
+    for i, (epochs, model) in enumerate([(5, "resnet50"), (10, "resnet50"),
+                                         (5, "densenet121"), (10, "vgg16")]):
+        record = make_record(model, seed=i)
+        record["run"]["epochs"] = epochs
+        write_record(tmp_path / "sweep" / str(i), record)
+    result = run_analysis([tmp_path / "sweep"], tmp_path / "out", n_boot=0)
+    text = (result.out_dir / "report.md").read_text()
+    assert "epoch budgets pooled in this analysis: 5, 10" in text

@@ -14,7 +14,9 @@ composes the config, so a typo on the command line is answered without loading t
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -40,9 +42,39 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
+def _short_path(value: str) -> str:
+    """A path-valued override as a directory-name part: the file's stem without
+    interpolations, and a hash of the value as typed (unique, stable across runs)."""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
+    name = re.sub(r"\$\{[^}]*\}", "", value.replace("\\", "")).rstrip("/").rsplit("/", 1)[-1]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "", name.split(".")[0])
+    return f"{stem}-{digest}" if stem else digest
+
+
+def job_dirname(overrides: Any, exclude_keys: Any) -> str:
+    """A sweep job's directory name: Hydra's ``override_dirname`` (same order, separators
+    and exclusions, so existing sweeps resume), except that a path-valued override
+    (``model.weights=${paths.pretrained_dir}/.../${model.name}.safetensors``) becomes
+    ``model.weights=<stem>-<hash>``: one directory level, no ``$`` or ``{`` in its name."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    lines = []
+    for line in overrides or []:
+        key, sep, value = str(line).partition("=")
+        if sep and ("/" in value or "${" in value or "$\\{" in value):
+            line = f"{key}={_short_path(value)}"
+        lines.append(str(line))
+    return get_overrides_dirname(parser.parse_overrides(lines), list(exclude_keys or []),
+                                 item_sep=",", kv_sep="=")
+
+
 def register_resolvers() -> None:
     """The resolvers conf/hydra/default.yaml uses (idempotent)."""
     resolvers = {
+        # A sweep job's directory name (override_dirname with path values shortened).
+        "paramcorr.job_dirname": job_dirname,
         # The one list of result-neutral keys (paramcorr.record), for the job dir name.
         "paramcorr.result_neutral_keys": lambda: list(RESULT_NEUTRAL_KEYS),
         # The sweep dir's data segment: sweeps on different data never share a directory.

@@ -324,7 +324,7 @@ def refuse_unknown_appended_keys(config_name: str, overrides: list[str], cfg: Di
     from hydra.core.override_parser.types import OverrideType
 
     schema_cls = SCHEMAS.get(config_name)
-    if schema_cls is None:
+    if schema_cls is None or not any(str(o).startswith("+") for o in overrides):
         return
     root = schema(schema_cls)
     parsed = OverridesParser.create().parse_overrides(overrides)

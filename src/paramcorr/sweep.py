@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from paramcorr.atomic import OutputError
+from paramcorr.entry import check_appended_keys
 from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, find_record
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,11 @@ class OutputCheck(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_appended_keys(config)
         self._check(Path(str(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_appended_keys(config)
         self._check(Path(str(config.hydra.sweep.dir)))
 
     @staticmethod

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,cluster,loggers,lora
+EXTRAS ?= dev,cluster,loggers,lora,wandb
 
 .PHONY: demo test test-fast lint bench analyze clean-outputs
 

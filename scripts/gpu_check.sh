@@ -9,7 +9,9 @@
 # table and exits non-zero if any step failed. Work files: a temp dir (kept, path printed).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PY="${PYTHON:-python}"
+# The project's environment (make's .venv) unless PYTHON names another interpreter.
+if [[ -z "${PYTHON:-}" && -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; fi
+PY="${PYTHON:-$(command -v python3 || echo python)}"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")"
 cd "$WORK" || exit 1

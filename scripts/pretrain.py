@@ -7,7 +7,7 @@
 import hydra
 
 from paramcorr.config import register_schemas
-from paramcorr.entry import pretrain_task
+from paramcorr.entry import pretrain_task, run_cli
 
 register_schemas()
 
@@ -18,4 +18,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

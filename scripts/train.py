@@ -7,7 +7,7 @@
 import hydra
 
 from paramcorr.config import register_schemas
-from paramcorr.entry import train_task
+from paramcorr.entry import run_cli, train_task
 
 register_schemas()
 
@@ -18,4 +18,4 @@ def main(cfg) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -77,9 +77,9 @@ def test_report_names_every_paper_cell_and_embeds_only_existing_images(analysed)
                     "### Power", "### Regression", "rmcorr", "### Divergence",
                     "#### Strategy or count?", "### Decision rules"):
         assert section in text
-    # the report opens with the claims: their rules, then their verdicts
+    # the report opens with a short answer, then the claims: their rules, then verdicts
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings[0] == "## The study's claims"
+    assert headings[:2] == ["## Short answer", "## The study's claims"]
     claims = text.split("## The sweep")[0]
     assert claims.index("### Decision rules") < claims.index("### Verdicts")
     for claim in ("a", "b", "c"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def _run(cfg) -> dict:
 
 def test_csv_default_gets_curves_and_final_metrics(train_config):
     cfg = train_config(*SHORT)
-    assert cfg.logger._target_.endswith("CSVLogger")  # CSV stays the default
+    assert cfg.logger._target_.endswith("csv_logger")  # CSV stays the default
     record = _run(cfg)
     with open(Path(cfg.logger.save_dir) / "csv" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -84,3 +85,33 @@ def test_mlflow_tracking_uri_made_absolute_and_servers_left_alone(tmp_path, monk
     assert local_tracking_uri("file:outputs/mlruns") == (tmp_path / "outputs/mlruns").as_uri()
     assert local_tracking_uri("file:///srv/mlruns") == "file:///srv/mlruns"
     assert local_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+
+
+def test_wandb_logger_writes_an_offline_run(train_config, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default, not the env's
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = train_config("logger=wandb", *SHORT)
+    record = _run(cfg)
+    runs = sorted((Path(cfg.paths.output_root) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1  # written offline: no account, no network
+    # The run's record file (what `wandb sync` uploads; this wandb has no public offline
+    # reader): the final metrics with the record's own values, the curves, the run's axes.
+    data = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"final/test_acc" in data and b"params/trainable" in data
+    assert json.dumps(record["metrics"]["test_acc"]).encode() in data
+    assert b"val_acc" in data and b"train_loss" in data and b"test_resnet" in data
+    debug = (runs[0] / "logs" / "debug.log").read_text()
+    assert "finishing run" in debug  # closed by the job: a next job opens its own run
+
+
+def test_wandb_mode_is_offline_unless_configured(monkeypatch):
+    from paramcorr.errors import UserError
+    from paramcorr.loggers import wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode(None) == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_mode(None) == "online" and wandb_mode("disabled") == "disabled"
+    with pytest.raises(UserError, match="logger.mode=onlin is not a W&B mode"):
+        wandb_mode("onlin")

@@ -14,6 +14,7 @@ answer at once rather than after seconds of imports.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import math
@@ -300,6 +301,82 @@ def register_schemas() -> None:
         store.store(group="schema/freeze", name=name, node=schema(node))
     store.store(group="schema/optimizer", name="adam", node=schema(AdamConfig))
     store.store(group="schema/optimizer", name="sgd", node=schema(SGDConfig))
+
+
+# --- keys appended with '+' -----------------------------------------------------------------
+
+# Schemas by Hydra config name: what a '+key=value' may add to.
+SCHEMAS: dict[str, type] = {"train": TrainConfig, "pretrain": PretrainConfig}
+
+
+def _schema_knows(root: DictConfig, key: str) -> bool:
+    """Whether ``key`` (dotted) is a key of the schema, or lies under an open node (trainer:
+    any lightning.Trainer argument; optimizer, logger: their targets' arguments, checked
+    when they are built)."""
+    node: Any = root
+    for part in key.split("."):
+        if not isinstance(node, DictConfig):
+            return True  # below an Any node: its constructor judges the key
+        if node._is_missing():  # model: ModelConfig = MISSING holds no keys yet
+            ref = node._metadata.ref_type
+            if not dataclasses.is_dataclass(ref):
+                return True
+            node = OmegaConf.structured(ref)
+        # `in` would say no for a MISSING value (optimizer); a closed node would raise.
+        child = node._get_node(part, validate_access=False)
+        if child is None:
+            # A dataclass node is closed; a plain dict node (trainer) is open.
+            return not dataclasses.is_dataclass(OmegaConf.get_type(node))
+        node = child
+    return True
+
+
+def _dotted_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    out = []
+    for key in cfg:
+        node = cfg._get_node(key)
+        path = f"{prefix}{key}"
+        if isinstance(node, DictConfig):
+            out += _dotted_keys(node, f"{path}.")
+        else:
+            out.append(path)
+    return out
+
+
+def refuse_unknown_appended_keys(config_name: str, overrides: list[str], cfg: DictConfig,
+                                 is_group: Any = lambda key: False) -> None:
+    """Raise :class:`UserError` for a ``+key=value`` whose key the schema does not have.
+
+    Hydra adds such a key (its own hint for a misspelt key is to prepend '+'), and nothing
+    reads it: ``+optimiser.lr=0.5`` would run with the default lr and be recorded as done.
+    The message names the closest real key. ``+group=option`` (``is_group``) adds a config
+    group choice and is left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    schema_cls = SCHEMAS.get(config_name)
+    if schema_cls is None or not any(str(o).startswith("+") for o in overrides):
+        return
+    root = schema(schema_cls)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    added = [o for o in parsed if o.type in (OverrideType.ADD, OverrideType.FORCE_ADD)
+             and not o.key_or_group.startswith("hydra") and "/" not in o.key_or_group
+             and o.package is None and not is_group(o.key_or_group)]
+    unknown = [o for o in added if not _schema_knows(root, o.key_or_group)]
+    if not unknown:
+        return
+    bad = unknown[0]
+    added_keys = {o.key_or_group for o in added}
+    real = [k for k in _dotted_keys(OmegaConf.masked_copy(cfg, [k for k in cfg
+                                                              if k != "hydra"]))
+            if k not in added_keys and not any(k.startswith(a + ".") for a in added_keys)]
+    close = difflib.get_close_matches(bad.key_or_group, real, n=1, cutoff=0.5)
+    value = bad.input_line.split("=", 1)[1] if "=" in bad.input_line else ""
+    hint = f"; did you mean {close[0]}={value}?" if close else \
+        "; see the keys with --cfg job"
+    raise UserError(f"{bad.input_line} adds a key no part of the run reads "
+                    f"({bad.key_or_group}){hint}")
 
 
 # --- checks types cannot express ----------------------------------------------------------

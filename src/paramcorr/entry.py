@@ -16,9 +16,14 @@ from __future__ import annotations
 import atexit
 import functools
 import gc
+import hashlib
 import logging
+import re
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -27,7 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from paramcorr.atomic import OutputError
-from paramcorr.config import register_schemas
+from paramcorr.config import refuse_unknown_appended_keys, register_schemas
 from paramcorr.errors import UserError
 from paramcorr.inputs import sweep_segment
 from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun
@@ -39,9 +44,39 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
+def _short_path(value: str) -> str:
+    """A path-valued override as a directory-name part: the file's stem without
+    interpolations, and a hash of the value as typed (unique, stable across runs)."""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
+    name = re.sub(r"\$\{[^}]*\}", "", value.replace("\\", "")).rstrip("/").rsplit("/", 1)[-1]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "", name.split(".")[0])
+    return f"{stem}-{digest}" if stem else digest
+
+
+def job_dirname(overrides: Any, exclude_keys: Any) -> str:
+    """A sweep job's directory name: Hydra's ``override_dirname`` (same order, separators
+    and exclusions, so existing sweeps resume), except that a path-valued override
+    (``model.weights=${paths.pretrained_dir}/.../${model.name}.safetensors``) becomes
+    ``model.weights=<stem>-<hash>``: one directory level, no ``$`` or ``{`` in its name."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    lines = []
+    for line in overrides or []:
+        key, sep, value = str(line).partition("=")
+        if sep and ("/" in value or "${" in value or "$\\{" in value):
+            line = f"{key}={_short_path(value)}"
+        lines.append(str(line))
+    return get_overrides_dirname(parser.parse_overrides(lines), list(exclude_keys or []),
+                                 item_sep=",", kv_sep="=")
+
+
 def register_resolvers() -> None:
     """The resolvers conf/hydra/default.yaml uses (idempotent)."""
     resolvers = {
+        # A sweep job's directory name (override_dirname with path values shortened).
+        "paramcorr.job_dirname": job_dirname,
         # The one list of result-neutral keys (paramcorr.record), for the job dir name.
         "paramcorr.result_neutral_keys": lambda: list(RESULT_NEUTRAL_KEYS),
         # The sweep dir's data segment: sweeps on different data never share a directory.
@@ -165,3 +200,52 @@ def pretrain_task(cfg: DictConfig) -> None:
         if cfg.get("strict", False):
             raise
         _fail(str(err))
+
+
+def check_appended_keys(config: DictConfig) -> None:
+    """Refuses ``+key=value`` for a key the schema does not have, before any job runs: one
+    line, exit code 1. Called by :class:`paramcorr.sweep.OutputCheck`, the first callback
+    (one more callback object makes a native library report leaks at interpreter exit)."""
+    try:
+        refuse_unknown_appended_keys(str(config.hydra.job.config_name),
+                                     list(config.hydra.overrides.task), config,
+                                     is_group=_is_config_group)
+    except UserError as err:
+        # SystemExit passes through Hydra's error handler: one line, exit code 1.
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _is_config_group(name: str) -> bool:
+    """Whether ``name`` is a config group of the composing Hydra app (``+experiment=x``)."""
+    if GlobalHydra.instance().is_initialized():
+        loader = GlobalHydra.instance().config_loader()
+        return bool(loader.get_group_options(name))
+    return (CONFIG_DIR / name).is_dir()
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run a script's Hydra ``main``; Ctrl-C ends it with one line and exit code 130.
+
+    Lightning answers an interrupt inside ``fit`` by exiting with status 1 and Hydra adds
+    nothing, so the line is printed here: how many jobs of the sweep finished and that the
+    same command resumes it. The SIGINT handler only notes the interrupt and then does what
+    Python does (raise KeyboardInterrupt), so Lightning's own shutdown still runs.
+    """
+    interrupted = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit) as err:
+        if not (interrupted or isinstance(err, KeyboardInterrupt)):
+            raise
+        from paramcorr.sweep import interrupt_message
+
+        print(interrupt_message(), file=sys.stderr)
+        sys.exit(130)

@@ -1,11 +1,11 @@
-"""Experiment loggers (``logger`` group): CSV (default), TensorBoard, MLflow.
+"""Experiment loggers (``logger`` group): CSV (default), TensorBoard, MLflow, W&B.
 
 Lightning logs the per-epoch curves (train_loss, val_loss, val_acc); :func:`log_final` adds
 what the run record holds after evaluation (the ``final/*`` metrics, parameter counts and the
 run's axes), so a TensorBoard or MLflow view can compare runs on what the study measures.
 :func:`quiet_lightning` keeps library chatter out of a sweep's one line per job.
 
-MLflow is imported inside the functions that use it: it is optional for every other logger
+MLflow and W&B are imported inside the functions that use them: they are optional extras
 and slow to import.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 
+from paramcorr.errors import UserError
 from paramcorr.record import finite_number
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,55 @@ def mlflow_logger(experiment_name: str, tracking_uri: str, run_name: str | None 
                         run_name=run_name or None, tags=clean_tags or None, **kwargs)
 
 
+def csv_logger(save_dir: str, name: str = "csv", version: str = "") -> Any:
+    """Lightning's ``CSVLogger``, keeping an earlier attempt's logs.
+
+    A job re-run after an interrupt finds its own log dir from the attempt that did not
+    finish; Lightning would warn and overwrite it. It is moved aside (``<name>/attempt-<k>``,
+    numbered from 1) so the new attempt writes a fresh one and nothing is deleted.
+    """
+    from lightning.pytorch.loggers import CSVLogger
+
+    log_dir = Path(save_dir) / name / str(version)
+    if version == "" and log_dir.is_dir() and any(
+            p.is_file() for p in log_dir.iterdir()):
+        k = 1
+        while (log_dir / f"attempt-{k}").exists():
+            k += 1
+        keep = log_dir / f"attempt-{k}"
+        keep.mkdir()
+        for path in list(log_dir.iterdir()):
+            if path.is_file():
+                path.rename(keep / path.name)
+    return CSVLogger(save_dir=save_dir, name=name, version=version)
+
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def wandb_mode(mode: str | None) -> str:
+    """The W&B mode a job uses: ``logger.mode`` if given, else ``$WANDB_MODE``, else offline
+    (this project runs without a network by default; online is the user's choice)."""
+    chosen = mode or os.environ.get("WANDB_MODE") or "offline"
+    if chosen not in WANDB_MODES:
+        raise UserError(f"logger.mode={chosen} is not a W&B mode; use one of "
+                        f"{', '.join(WANDB_MODES)}")
+    return chosen
+
+
+def wandb_logger(project: str, name: str | None, save_dir: str, mode: str | None = None,
+                 **kwargs: Any) -> Any:
+    """Lightning's ``WandbLogger``, offline unless configured otherwise (:func:`wandb_mode`)."""
+    try:
+        import wandb  # noqa: F401  (WandbLogger needs it; say so before it fails obscurely)
+        from lightning.pytorch.loggers import WandbLogger
+    except ImportError as err:
+        raise UserError("logger=wandb needs the wandb package; install the extra: "
+                        "pip install -e '.[wandb]'") from err
+    return WandbLogger(project=project, name=name or None, save_dir=save_dir,
+                       mode=wandb_mode(mode), **kwargs)
+
+
 def log_final(logger: Any, metrics: dict[str, Any], params: dict[str, int] | None,
               run: dict[str, Any], step: int) -> None:
     """Send the evaluated metrics, parameter counts and run axes to ``logger``.
@@ -109,5 +159,8 @@ def log_final(logger: Any, metrics: dict[str, Any], params: dict[str, int] | Non
         logger.log_metrics(values, step=step)
         logger.save()
         logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":
+            # Close the W&B run: the next job of a sweep in this process would reuse it.
+            logger.experiment.finish()
     except Exception as err:  # noqa: BLE001 - see docstring
         log.warning("%s could not take the final metrics: %s", type(logger).__name__, err)

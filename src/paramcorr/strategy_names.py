@@ -16,6 +16,8 @@ class StrategyTerms:
     """How one strategy is named, shown and recorded."""
 
     name: str
+    # What figures, tables and the report call it: for readers ("none" would read as "no
+    # fine-tuning", the opposite of what it does). Every strategy trains the head too.
     label: str
     marker: str
     # The record's run axes its freeze keys become: (run axis, freeze key) pairs.
@@ -28,15 +30,15 @@ class StrategyTerms:
 # Display order: the study's two, the depth sweep, then parameter-efficient ones by how much
 # of the backbone they touch.
 STRATEGY_TERMS: tuple[StrategyTerms, ...] = (
-    StrategyTerms("base", "base (head only)", "o", head_only=True),
-    StrategyTerms("none", "none (full fine-tune)", "^"),
-    StrategyTerms("partial", "partial (first stages frozen)", "s", (("frozen_stages", "stages"),)),
-    StrategyTerms("bitfit", "bitfit (biases + head)", "D"),
-    StrategyTerms("norm", "norm (normalisation affine + head)", "v"),
-    StrategyTerms("lora", "lora (low-rank adapters + head)", "P",
+    StrategyTerms("base", "frozen base", "o", head_only=True),
+    StrategyTerms("none", "full fine-tuning", "^"),
+    StrategyTerms("partial", "partial freezing", "s", (("frozen_stages", "stages"),)),
+    StrategyTerms("bitfit", "BitFit (biases)", "D"),
+    StrategyTerms("norm", "normalization layers", "v"),
+    StrategyTerms("lora", "LoRA", "P",
                   (("lora_rank", "rank"), ("lora_alpha", "alpha"), ("lora_target", "target"))),
-    StrategyTerms("surgical", "surgical (one block + head)", "*", (("surgical_block", "block"),)),
-    StrategyTerms("lpft", "lpft (linear probe, then fine-tune)", "X",
+    StrategyTerms("surgical", "surgical fine-tuning", "*", (("surgical_block", "block"),)),
+    StrategyTerms("lpft", "linear probe, then fine-tuning", "X",
                   (("probe_epochs", "probe_epochs"),)),
 )
 TERMS: dict[str, StrategyTerms] = {t.name: t for t in STRATEGY_TERMS}

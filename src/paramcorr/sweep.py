@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from paramcorr.atomic import OutputError
+from paramcorr.entry import check_appended_keys
 from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, find_record
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ class OutputCheck(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_appended_keys(config)
         self._check(Path(str(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_appended_keys(config)
         self._check(Path(str(config.hydra.sweep.dir)))
 
     @staticmethod
@@ -109,6 +112,21 @@ class OutputCheck(Callback):
             # SystemExit passes through Hydra's error handler: one line, exit code 1.
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(1) from None
+
+
+# The sweep this process launched (set when it starts): what an interrupt reports on.
+_launched: dict[str, Any] = {}
+
+
+def interrupt_message() -> str:
+    """One line for Ctrl-C: how far the sweep got, and that the same command resumes it."""
+    if not _launched:
+        return ("interrupted: the run did not finish and wrote no record; run the same "
+                "command again to start it over")
+    sweep_dir = Path(_launched["dir"])
+    done = _finished_records(sweep_dir) if sweep_dir.is_dir() else 0
+    return (f"interrupted: {done} of {_launched['total']} jobs finished (records under "
+            f"{sweep_dir}); re-run the same command to resume: finished jobs are skipped")
 
 
 class SweepProgress(Callback):
@@ -151,6 +169,7 @@ class SweepProgress(Callback):
         state = {"total": total, "started": time.time(),
                  "finished_before": _finished_records(sweep_dir), "pid": os.getpid()}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
+        _launched.update(dir=str(sweep_dir), total=total)
         log.info("sweep %s: %d jobs (%d records already there)", sweep_dir, total,
                  state["finished_before"])
         self._last = state["finished_before"]

@@ -1,5 +1,5 @@
-"""report.md: the study's claims and verdicts first, then the paper's table, the statistics
-beyond it, findings in words generated from the numbers, and the plots."""
+"""report.md: a three-line short answer, the study's claims and verdicts, then the paper's
+table, the statistics beyond it, findings in words generated from the numbers, and the plots."""
 
 from __future__ import annotations
 
@@ -321,6 +321,26 @@ def claim_sentences(claims: pd.DataFrame) -> list[str]:
     return out
 
 
+def _short_answer(inp: ReportInputs) -> list[str]:
+    """Three lines before anything else: each claim's verdict and what drove it (the same
+    generated sentences the claims section gives in words)."""
+    if inp.claims.empty:
+        return []
+    return ["## Short answer", "", *claim_sentences(inp.claims), ""]
+
+
+def _pooled_budgets(runs: pd.DataFrame) -> list[str]:
+    """A line naming the epoch budgets when runs with different ones are pooled."""
+    column = "epochs_configured" if "epochs_configured" in runs else "epochs"
+    if column not in runs:
+        return []
+    budgets = sorted({int(v) for v in pd.to_numeric(runs[column], errors="coerce").dropna()})
+    if len(budgets) < 2:
+        return []
+    return [f"- epoch budgets pooled in this analysis: {', '.join(map(str, budgets))} "
+            f"(`{column}` in runs.csv; analyse them apart to compare like with like)"]
+
+
 def _header(inp: ReportInputs) -> list[str]:
     col, runs = inp.collection, inp.collection.runs
     lines = ["## The sweep", "",
@@ -334,6 +354,7 @@ def _header(inp: ReportInputs) -> list[str]:
         f"{col.count('diverged')} diverged); failed (listed in runs.csv, not used): "
         f"{col.count('failed')}",
         f"- configurations (run axes except the seed) with usable runs: {len(inp.configs)}",
+        *_pooled_budgets(runs),
     ]
     for axis, label in (("optimizer", "optimizers"), ("lr", "learning rates"),
                         ("freeze", "freeze strategies"), ("seed", "seeds")):
@@ -839,7 +860,8 @@ def render(inp: ReportInputs, out_dir: Path) -> str:
     """The whole report as markdown: the claims and their verdicts open it."""
     lines = ["# paramcorr analysis: trainable parameters vs accuracy, F1 and generalization",
              ""]
-    lines += _claims_section(inp) + _header(inp) + _how_to_read(inp) + _findings(inp)
+    lines += _short_answer(inp) + _claims_section(inp) + _header(inp) + _how_to_read(inp)
+    lines += _findings(inp)
     lines += _paper_section(inp)
     lines += ["## Beyond the paper", ""]
     lines += _within_architecture(inp) + _regression_section(inp) + _divergence_section(inp)

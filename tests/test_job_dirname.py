@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from paramcorr.entry import job_dirname
+from paramcorr.job_dirs import job_dirname
 from paramcorr.record import RESULT_NEUTRAL_KEYS
 
 PLAIN = ["model=resnet18", "freeze=partial", "freeze.stages=2", "lr=1e-3", "seed=0",

@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 from helpers import run_script
 from paramcorr import launchers
 from paramcorr.data import make_loader
-from paramcorr.sweep import job_subdir
+from paramcorr.job_dirs import job_subdir
 
 
 def _batches_from_worker_processes() -> list[list[float]]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import atexit
 import functools
 import gc
-import hashlib
 import logging
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -35,41 +33,13 @@ from paramcorr.atomic import OutputError
 from paramcorr.config import refuse_unknown_appended_keys, register_schemas
 from paramcorr.errors import UserError
 from paramcorr.inputs import sweep_segment
+from paramcorr.job_dirs import job_dirname, job_subdir
 from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun
-from paramcorr.sweep import job_subdir
 
 log = logging.getLogger(__name__)
 
 # The config tree of a source checkout (the scripts point Hydra at the same folder).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def _short_path(value: str) -> str:
-    """A path-valued override as a directory-name part: the file's stem without
-    interpolations, and a hash of the value as typed (unique, stable across runs)."""
-    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
-    name = re.sub(r"\$\{[^}]*\}", "", value.replace("\\", "")).rstrip("/").rsplit("/", 1)[-1]
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "", name.split(".")[0])
-    return f"{stem}-{digest}" if stem else digest
-
-
-def job_dirname(overrides: Any, exclude_keys: Any) -> str:
-    """A sweep job's directory name: Hydra's ``override_dirname`` (same order, separators
-    and exclusions, so existing sweeps resume), except that a path-valued override
-    (``model.weights=${paths.pretrained_dir}/.../${model.name}.safetensors``) becomes
-    ``model.weights=<stem>-<hash>``: one directory level, no ``$`` or ``{`` in its name."""
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    lines = []
-    for line in overrides or []:
-        key, sep, value = str(line).partition("=")
-        if sep and ("/" in value or "${" in value or "$\\{" in value):
-            line = f"{key}={_short_path(value)}"
-        lines.append(str(line))
-    return get_overrides_dirname(parser.parse_overrides(lines), list(exclude_keys or []),
-                                 item_sep=",", kv_sep="=")
 
 
 def register_resolvers() -> None:

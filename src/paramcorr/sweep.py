@@ -45,21 +45,6 @@ def sweep_size(overrides: list[str], sweeper_params: dict[str, Any] | None) -> i
     return size
 
 
-def job_subdir(override_dirname: str) -> str:
-    """A job's directory below its sweep dir: Hydra's ``override_dirname``, kept inside.
-
-    A path-valued override (``model.weights=../../x``) puts ``/`` and ``..`` into the name;
-    Hydra joins it onto the sweep dir as it is, so the job (and its record) would land
-    outside the sweep. Every ``.`` or ``..`` path component is written ``%2E`` / ``%2E%2E``
-    instead, so the name can only go down; other names, nested ones included
-    (``model.weights=/abs/w.safetensors``), stay as they were, and so does every finished
-    job's directory.
-    """
-    parts = override_dirname.split("/")
-    return "/".join(part.replace(".", "%2E") if part in (".", "..") else part
-                    for part in parts)
-
-
 def _finished_records(sweep_dir: Path) -> int:
     """Jobs of the sweep that are done: a record, or a not-applicable marker (depth sweeps).
 

@@ -92,13 +92,13 @@ def _width(n_columns: int) -> float:
     return ONE_COLUMN_IN if n_columns <= 1 else FULL_WIDTH_IN
 
 
-def _figure(width: float, height: float) -> Figure:
+def paper_figure(width: float, height: float) -> Figure:
     # Constrained layout fits titles, tick labels, legends and colorbars inside the figure
     # (nothing clipped) at the stated size; tight bounding boxes would change the size.
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     """PNG for the report, and the same figure as PDF beside it (Type 42 fonts)."""
     fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
     # Lay out once and keep it: each savefig would otherwise measure every tick label of
@@ -146,13 +146,13 @@ def _legend_columns(n_handles: int, width: float) -> int:
     return max(1, min(n_handles, int(width / 1.3)))
 
 
-def _legend_below(fig: Figure, handles: list[Line2D], width: float) -> None:
+def legend_below(fig: Figure, handles: list[Line2D], width: float) -> None:
     """The legend as a band under the panels: no white gap beside them."""
     fig.legend(handles=handles, loc="outside lower center",
                ncol=_legend_columns(len(handles), width), frameon=False)
 
 
-def _log_count_axis(ax: object) -> None:
+def log_count_axis(ax: object) -> None:
     """Trainable parameters as real counts on a log axis: ticks read 10^4, 10^5, ..."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10))
@@ -162,7 +162,7 @@ def _log_count_axis(ax: object) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def _facet_height(n_rows: int, n_handles: int, width: float) -> float:
+def facet_height(n_rows: int, n_handles: int, width: float) -> float:
     """Panels of 1.75 in, axis labels, and the legend band's rows."""
     legend_rows = -(-n_handles // _legend_columns(n_handles, width))
     return 1.75 * n_rows + 0.35 + 0.15 * legend_rows
@@ -191,7 +191,7 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
     freezes = levels(data, "freeze")
     width = _width(len(lrs))
     n_handles = len(colours) + len(freezes) + 2
-    fig = _figure(width, _facet_height(len(opts), n_handles, width))
+    fig = paper_figure(width, facet_height(len(opts), n_handles, width))
     axes = fig.subplots(len(opts), len(lrs), sharex=True, sharey=True, squeeze=False)
     alpha = 0.85 if len(data) < DENSE else 0.35
     size = 14 if len(data) < DENSE else 4
@@ -199,7 +199,7 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
     for i, opt in enumerate(opts):
         for j, lr in enumerate(lrs):
             ax = axes[i][j]
-            _log_count_axis(ax)
+            log_count_axis(ax)
             facet = data[_facet_mask(data, opt, lr)]
             # One call per marker kind (not per model): scatter calls dominate draw time.
             colour = np.array([colours.get(str(m), (0.4, 0.4, 0.4, 1.0))
@@ -237,9 +237,9 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
                 ax.set_xlabel(TRAINABLE_LABEL)
             if j == 0:
                 ax.set_ylabel(metric_label(metric))
-    _legend_below(fig, _legend_handles(colours, freezes, (data["status"] == "diverged").any(),
+    legend_below(fig, _legend_handles(colours, freezes, (data["status"] == "diverged").any(),
                                        fit=fitted), width)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _cell_groups(pear: pd.DataFrame) -> dict[str, list[str]]:
@@ -310,7 +310,7 @@ def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | N
     width = ONE_COLUMN_IN if n_cells * n_cols <= 3 else FULL_WIDTH_IN
     row_in = 0.16 * len(metrics) + 0.45
     height = (row_in if side else row_in * len(panels)) + 0.2
-    fig = _figure(width, height)
+    fig = paper_figure(width, height)
     ratios = [len(r.columns) for _, r, _ in panels] if side else None
     axes = fig.subplots(1 if side else len(panels), n_cols, squeeze=False,
                         gridspec_kw={"width_ratios": ratios} if ratios else None).flat
@@ -338,7 +338,7 @@ def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | N
     bar.set_label("Pearson $r$")
     bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
         lambda v, _: f"{v:g}".replace("-", "\u2212")))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> Path | None:
@@ -353,7 +353,7 @@ def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
     data = used[used["model"].isin(models)]
     opts, lrs = _levels(data, "optimizer"), _levels(data, "lr")
     width = _width(len(lrs))
-    fig = _figure(width, _facet_height(len(opts), len(models), width))
+    fig = paper_figure(width, facet_height(len(opts), len(models), width))
     axes = fig.subplots(len(opts), len(lrs), sharex=True, sharey=True, squeeze=False)
     for i, opt in enumerate(opts):
         for j, lr in enumerate(lrs):
@@ -365,7 +365,7 @@ def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
                 ax.errorbar(agg.index, agg["mean"], yerr=agg["std"].fillna(0), marker="o",
                             markersize=3, capsize=1.5, linewidth=0.9, elinewidth=0.6,
                             color=colours.get(str(model), "0.4"), label=str(model))
-            _log_count_axis(ax)
+            log_count_axis(ax)
             if len(opts) * len(lrs) > 1:
                 ax.set_title(cell_title(opt, lr))
             ax.grid(True, alpha=0.3, which="major")
@@ -374,8 +374,8 @@ def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
             if j == 0:
                 ax.set_ylabel(f"{metric_label(metric)} (mean \u00b1 SD)")
     handles = [Line2D([], [], color=colours.get(m, "0.4"), marker="o", label=m) for m in models]
-    _legend_below(fig, handles, width)
-    return _save(fig, path)
+    legend_below(fig, handles, width)
+    return save_figure(fig, path)
 
 
 def make_plots(runs: pd.DataFrame, corr: pd.DataFrame | None, metrics: list[str],

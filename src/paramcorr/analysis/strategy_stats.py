@@ -20,18 +20,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import special, stats
-from statsmodels.stats.multitest import multipletests
 
+from paramcorr.analysis import plots
 from paramcorr.analysis.collect import MAIN_METRICS
 from paramcorr.analysis.configurations import configuration_means
-from paramcorr.analysis.stats import X, levels, used_mask
-from paramcorr.strategy_names import label, marker
+from paramcorr.analysis.labels import TRAINABLE_LABEL, metric_label, strategy_label
+from paramcorr.analysis.stats import X, adjust_pvalues, levels, used_mask
+from paramcorr.strategy_names import marker
 
 EFFECTIVE_ROBUSTNESS = "effective_robustness"
 LOGIT_CLIP = 1e-3
@@ -43,7 +44,6 @@ SHOWN_METRICS = ("test_acc", "gen_acc", EFFECTIVE_ROBUSTNESS)
 # An architecture compared across strategies: more than the study's two (base, none), so the
 # paper's grid alone adds no section, figure or family.
 MIN_STRATEGIES = 3
-DPI = 150
 
 
 def _logit(acc: pd.Series | np.ndarray) -> np.ndarray:
@@ -100,11 +100,8 @@ def dose_response(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                            slope_se=float(ols.bse[1]))
             rows.append(row)
     table = pd.DataFrame(rows).reindex(columns=DOSE_COLUMNS)
-    tested = table["p"].notna()
-    if tested.any():
-        for method, col in (("holm", "p_holm"), ("fdr_bh", "p_bh")):
-            table.loc[tested, col] = multipletests(table.loc[tested, "p"], method=method)[1]
-    return table
+    # One family (DOSE_FAMILY), corrected as every other table is (stats.adjust_pvalues).
+    return adjust_pvalues(table)[DOSE_COLUMNS] if len(table) else table
 
 
 def strategies_table(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -152,39 +149,39 @@ def pareto_plot(configs: pd.DataFrame, metric: str, colours: dict, path: Path) -
               if data.loc[data["model"] == m, "freeze"].nunique() >= MIN_STRATEGIES]
     if not models:
         return None
-    fig = Figure(figsize=(4.2 * len(models) + 2.4, 3.6), dpi=DPI)
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    width = plots.FULL_WIDTH_IN if len(models) > 1 else plots.ONE_COLUMN_IN
     strategies = levels(data, "freeze")
-    for ax, model in zip(axes, models, strict=True):
-        sub = data[data["model"] == model]
-        trainable = 10 ** sub[X].to_numpy(float)
-        values = sub[metric].to_numpy(float)
-        for strategy in strategies:
-            mask = (sub["freeze"] == strategy).to_numpy()
-            if mask.any():
-                ax.scatter(trainable[mask], values[mask], marker=marker(strategy), s=36,
-                           color=colours.get(str(model), "0.3"), edgecolors="0.2",
-                           linewidths=0.5, alpha=0.85)
-        front = pareto_front(trainable, values)
-        ax.step(trainable[front], values[front], where="post", color="0.15", linewidth=1.0,
-                linestyle="--")
-        ax.set_xscale("log")
-        ax.set_title(str(model), fontsize=9)
-        ax.set_xlabel("trainable params (log scale)", fontsize=9)
-        ax.grid(True, alpha=0.3, which="both")
-        ax.tick_params(labelsize=8)
-    axes[0].set_ylabel(metric, fontsize=9)
-    handles = [Line2D([], [], color="0.3", marker=marker(s), linestyle="", label=label(s))
-               for s in strategies]
+    handles = [Line2D([], [], color="0.3", marker=marker(s), linestyle="",
+                      label=strategy_label(s)) for s in strategies]
     handles.append(Line2D([], [], color="0.15", linestyle="--", label="Pareto front"))
-    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
-    fig.suptitle(f"{metric} vs trainable parameters per architecture (configurations; "
-                 "dashed: the Pareto front)", fontsize=10)
-    w = fig.get_figwidth()
-    fig.subplots_adjust(left=0.7 / w, right=1 - 2.4 / w, bottom=0.2, top=0.82, wspace=0.3)
-    fig.savefig(path, dpi=DPI)
-    fig.savefig(path.with_suffix(".pdf"))
-    return path
+    columns = min(len(models), 3)
+    rows = -(-len(models) // columns)
+    with matplotlib.rc_context(plots.PAPER_STYLE):
+        fig = plots.paper_figure(width, plots.facet_height(rows, len(handles), width))
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        for ax, model in zip(axes, models, strict=False):
+            sub = data[data["model"] == model]
+            trainable = 10 ** sub[X].to_numpy(float)
+            values = sub[metric].to_numpy(float)
+            for strategy in strategies:
+                mask = (sub["freeze"] == strategy).to_numpy()
+                if mask.any():
+                    ax.scatter(trainable[mask], values[mask], marker=marker(strategy), s=18,
+                               color=colours.get(str(model), "0.3"), edgecolors="0.2",
+                               linewidths=0.4, alpha=0.85)
+            front = pareto_front(trainable, values)
+            ax.step(trainable[front], values[front], where="post", color="0.15",
+                    linestyle="--")
+            plots.log_count_axis(ax)
+            ax.set_title(str(model))
+            ax.set_xlabel(TRAINABLE_LABEL)
+            ax.grid(True, alpha=0.3, which="major")
+        for ax in axes[len(models):]:
+            ax.set_visible(False)
+        for ax in axes[::columns]:
+            ax.set_ylabel(metric_label(metric))
+        plots.legend_below(fig, handles, width)
+        return plots.save_figure(fig, path)
 
 
 def _f(value: object, digits: int = 3) -> str:
@@ -254,7 +251,11 @@ def write_tables(dose: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> dict
         table.to_csv(out["strategies"], index=False)
         out["strategies_tex"] = out_dir / "strategies.tex"
         out["strategies_tex"].write_text(
-            table.style.hide(axis="index").format(precision=3).to_latex(
+            # Model and strategy names come from the records: escaped (pandas), like every
+            # text cell of the other .tex tables.
+            table.style.hide(axis="index").format(precision=3)
+            .format(escape="latex", subset=[c for c in ("model", "freeze") if c in table])
+            .to_latex(
                 caption="Freeze strategies per architecture: configurations, trainable "
                         "parameters, mean and best metrics over configurations.",
                 label="tab:paramcorr-strategies", hrules=True, position="htbp",

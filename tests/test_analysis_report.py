@@ -77,11 +77,11 @@ def test_report_names_every_paper_cell_and_embeds_only_existing_images(analysed)
                     "### Power", "### Regression", "rmcorr", "### Divergence",
                     "#### Strategy or count?", "### Decision rules"):
         assert section in text
-    # the report opens with a short answer, then the claims: their rules, then verdicts
+    # the report opens with a short answer, then the claims: the verdicts, then their rules
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[:2] == ["## Short answer", "## The study's claims"]
     claims = text.split("## The sweep")[0]
-    assert claims.index("### Decision rules") < claims.index("### Verdicts")
+    assert claims.index("### Verdicts") < claims.index("### Decision rules")
     for claim in ("a", "b", "c"):
         assert f"- **{claim} — " in claims  # a generated sentence per claim
     # each sentence once: Findings points to the claims instead of repeating them

@@ -52,3 +52,18 @@ def test_pretraining_refuses_keys_it_would_ignore(tmp_path):
             compose_config("pretrain", [override], tmp_path)
         GlobalHydra.instance().clear()
         assert override.split("=")[0] in str(err.value.__cause__ or err.value)
+
+
+def test_pretraining_says_which_backbone_it_starts_before_training_it(tmp_path, caplog):
+    """pretrain.py was silent for minutes on its first backbone: a line now precedes each."""
+    import logging
+
+    cfg = compose_config("pretrain", ["models=[test_resnet]", "trainer.max_epochs=1",
+                                      "trainer.limit_train_batches=1",
+                                      "trainer.accelerator=cpu"], tmp_path)
+    GlobalHydra.instance().clear()
+    with caplog.at_level(logging.INFO, logger="paramcorr.pretraining"):
+        pretrain_all(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "paramcorr.pretraining"]
+    assert lines[0].startswith("[1/1] test_resnet: pretraining on digits classes")
+    assert "pretrained on" in lines[1]  # then the result line, after training

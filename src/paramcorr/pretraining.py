@@ -78,6 +78,10 @@ def pretrain_all(cfg: DictConfig) -> list[Path]:
         if path.is_file() and not cfg.overwrite:
             log.info("[%d/%d] %s: reusing %s", i, len(cfg.models), name, path)
             continue
+        # Said before the minutes a backbone takes on a CPU, not only after them.
+        log.info("[%d/%d] %s: pretraining on %s classes %s (up to %s epochs)...", i,
+                 len(cfg.models), name, cfg.data.name, list(cfg.data.classes or []),
+                 cfg.trainer.get("max_epochs"))
         started = time.perf_counter()
         with quiet_lightning():
             val_acc = pretrain_one(cfg, name, path)

@@ -270,8 +270,10 @@ def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> lis
                       f"cells (p_holm={_fp(ph)})")
         else:
             verdict, route = INCONCLUSIVE, "not significant"
+            # A cell too small for a power figure (n < 4) says so instead of "nan%".
+            power_text = f"{power:.0%}" if is_number(power) else "not computable at this n"
             reason = (f"r={row['r']:.2f}, {n}: not significant (p={_fp(row['p'])}); power "
-                      f"to detect r={REFERENCE_R} at alpha {ALPHA}: {power:.0%}")
+                      f"to detect r={REFERENCE_R} at alpha {ALPHA}: {power_text}")
         label = _label(opt, lr)
         summary_cells.append((label, verdict, route))
         out.append(_row("a", scope, stat, estimate=row["r"], ci_low=row["ci_low"],

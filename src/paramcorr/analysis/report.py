@@ -149,22 +149,25 @@ def _claims_section(inp: ReportInputs) -> list[str]:
              "configuration are repeated measures, not independent evidence.", ""]
     for key, text in CLAIMS.items():
         lines.append(f"- **{key}**: {text}.")
-    lines += ["", "### Decision rules (fixed before the numbers)", ""]
-    lines += [f"- **{key}**: {rule}" for key, rule in RULES.items()]
-    lines += ["", POWER_NOTE, "", "### Verdicts", ""]
+    # The verdicts first, then the rules that produced them (the short answer above already
+    # says each verdict in words; it is not repeated here).
+    lines += ["", "### Verdicts", ""]
     if claims.empty:
-        return [*lines, "No claim could be evaluated.", ""]
-    rows = []
-    for r in claims.itertuples():
-        ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
-        without = r.verdict_without_diverged if isinstance(r.verdict_without_diverged, str) \
-            else "n/a"
-        rows.append([r.claim, md_code(r.scope), f"{fr(r.estimate)}{ci}", fp(r.p_holm),
-                     fpct(r.power), f"**{r.verdict}**", without, r.reason])
-    lines += [md_table(["claim", "scope", "estimate [95% CI]", "p_holm", "power", "verdict",
-                        "without diverged", "reason"], rows), "",
-              "Statistic per row: claims.csv (`statistic`); LaTeX: claims.tex.", ""]
-    lines += ["In words:", "", *claim_sentences(claims), ""]
+        lines += ["No claim could be evaluated.", ""]
+    else:
+        rows = []
+        for r in claims.itertuples():
+            ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
+            without = (r.verdict_without_diverged
+                       if isinstance(r.verdict_without_diverged, str) else "n/a")
+            rows.append([r.claim, md_code(r.scope), f"{fr(r.estimate)}{ci}", fp(r.p_holm),
+                         fpct(r.power), f"**{r.verdict}**", without, r.reason])
+        lines += [md_table(["claim", "scope", "estimate [95% CI]", "p_holm", "power",
+                            "verdict", "without diverged", "reason"], rows), "",
+                  "Statistic per row: claims.csv (`statistic`); LaTeX: claims.tex.", ""]
+    lines += ["### Decision rules (fixed before the numbers)", ""]
+    lines += [f"- **{key}**: {rule}" for key, rule in RULES.items()]
+    lines += ["", POWER_NOTE, ""]
     return lines
 
 

@@ -168,7 +168,7 @@ def test_report_names_pooled_epoch_budgets(tmp_path):
     for i, (epochs, model) in enumerate([(5, "resnet50"), (10, "resnet50"),
                                          (5, "densenet121"), (10, "vgg16")]):
         record = make_record(model, seed=i)
-        record["run"]["epochs"] = epochs
+        record["run"]["epochs"] = record["run"]["epochs_configured"] = epochs
         write_record(tmp_path / "sweep" / str(i), record)
     result = run_analysis([tmp_path / "sweep"], tmp_path / "out", n_boot=0)
     text = (result.out_dir / "report.md").read_text()

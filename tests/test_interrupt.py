@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,20 @@ def test_an_interrupted_attempts_csv_log_is_kept(tmp_path):
     old = tmp_path / "csv"
     old.mkdir()
     (old / "metrics.csv").write_text("epoch,val_acc\n0,0.5\n")
-    logger = csv_logger(str(tmp_path), "csv", "")
-    assert (old / "attempt-1" / "metrics.csv").read_text() == "epoch,val_acc\n0,0.5\n"
-    assert not (old / "metrics.csv").exists()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # pyproject's filter would hide Lightning's warning
+        logger = csv_logger(str(tmp_path), "csv", "")
+        logger.log_metrics({"val_acc": 0.75}, step=0)
+        logger.save()
+    assert not [w for w in caught if "will be deleted" in str(w.message)]
+    assert (tmp_path / "csv.attempt-1" / "metrics.csv").read_text() == "epoch,val_acc\n0,0.5\n"
     assert Path(logger.log_dir) == old
-    (old / "metrics.csv").write_text("epoch\n")
+    assert "0.75" in (old / "metrics.csv").read_text()  # the new attempt's own log
     csv_logger(str(tmp_path), "csv", "")
-    assert (old / "attempt-2" / "metrics.csv").read_text() == "epoch\n"  # never overwritten
+    assert (tmp_path / "csv.attempt-2" / "metrics.csv").read_text() == (
+        old.with_name("csv.attempt-2") / "metrics.csv").read_text()
+    assert "0.75" in (tmp_path / "csv.attempt-2" / "metrics.csv").read_text()  # kept too
+    assert (tmp_path / "csv.attempt-1" / "metrics.csv").read_text() == "epoch,val_acc\n0,0.5\n"
 
 
 @pytest.mark.slow

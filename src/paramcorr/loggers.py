@@ -94,22 +94,19 @@ def csv_logger(save_dir: str, name: str = "csv", version: str = "") -> Any:
     """Lightning's ``CSVLogger``, keeping an earlier attempt's logs.
 
     A job re-run after an interrupt finds its own log dir from the attempt that did not
-    finish; Lightning would warn and overwrite it. It is moved aside (``<name>/attempt-<k>``,
-    numbered from 1) so the new attempt writes a fresh one and nothing is deleted.
+    finish; Lightning would warn that it deletes it and overwrite it. The whole dir is moved
+    aside first, beside it (``<name>.attempt-<k>``, numbered from 1), so the new attempt
+    starts in an absent dir: nothing is deleted and Lightning has nothing to warn about
+    (it warns about any non-empty dir, a kept attempt inside it included).
     """
     from lightning.pytorch.loggers import CSVLogger
 
     log_dir = Path(save_dir) / name / str(version)
-    if version == "" and log_dir.is_dir() and any(
-            p.is_file() for p in log_dir.iterdir()):
+    if log_dir.is_dir() and any(log_dir.iterdir()):
         k = 1
-        while (log_dir / f"attempt-{k}").exists():
+        while log_dir.with_name(f"{log_dir.name}.attempt-{k}").exists():
             k += 1
-        keep = log_dir / f"attempt-{k}"
-        keep.mkdir()
-        for path in list(log_dir.iterdir()):
-            if path.is_file():
-                path.rename(keep / path.name)
+        log_dir.rename(log_dir.with_name(f"{log_dir.name}.attempt-{k}"))
     return CSVLogger(save_dir=save_dir, name=name, version=version)
 
 

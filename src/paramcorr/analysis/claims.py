@@ -38,6 +38,7 @@ from paramcorr.analysis.stats import (
     holm_adjust,
     is_number,
     levels,
+    pearson_fields,
     used_mask,
 )
 
@@ -213,13 +214,7 @@ def confirmatory_cells(configs: pd.DataFrame) -> pd.DataFrame:
             behind = cell[RUNS_PREFIX + m].to_numpy(dtype=float)[keep] \
                 if RUNS_PREFIX + m in cell else np.ones(len(x))
             row = {"scope": scope, "y": m, "optimizer": opt, "lr": float(lr), "n": len(x),
-                   "n_runs": int(behind.sum()), "r": math.nan, "p": math.nan,
-                   "ci_low": math.nan, "ci_high": math.nan}
-            if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-                res = stats.pearsonr(x, y)
-                ci = res.confidence_interval(CONFIDENCE)
-                row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=float(ci.low),
-                           ci_high=float(ci.high))
+                   "n_runs": int(behind.sum()), **pearson_fields(x, y)}
             rows.append(row)
     table = pd.DataFrame(rows, columns=cols[:-2])
     p = table["p"].to_numpy(dtype=float)

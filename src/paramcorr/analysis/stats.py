@@ -353,6 +353,17 @@ def families(table: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(confirm, within, EXPLORATORY), index=table.index)
 
 
+def pearson_fields(x: np.ndarray, y: np.ndarray, min_n: int = 3) -> dict[str, float]:
+    """scipy's Pearson r, p and 95% CI as row fields; NaN where not estimable (fewer than
+    ``min_n`` points, or a constant x or y)."""
+    if len(x) < min_n or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"r": math.nan, "p": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    res = stats.pearsonr(x, y)
+    ci = res.confidence_interval(CONFIDENCE)
+    return {"r": float(res.statistic), "p": float(res.pvalue), "ci_low": float(ci.low),
+            "ci_high": float(ci.high)}
+
+
 def holm_adjust(p: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values of finite ``p`` (one vectorised pass).
 
@@ -570,12 +581,7 @@ def divergence_table(runs: pd.DataFrame, run_axes: list[str] | None = None) -> p
         n_div = int(configs["n_diverged"].to_numpy()[keep].sum())
         row = {"scope": scope.name, "n_configs": int(keep.sum()), "n_runs": n_runs,
                "n_diverged": n_div, "rate": n_div / n_runs if n_runs else math.nan,
-               "r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
-        if len(x) >= 4 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            res = stats.pearsonr(x, y)
-            ci = res.confidence_interval(CONFIDENCE)
-            row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=float(ci.low),
-                       ci_high=float(ci.high))
+               **pearson_fields(x, y, min_n=4)}
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from matplotlib.lines import Line2D
-from scipy import special, stats
+from scipy import special
 
 from paramcorr.analysis import plots
 from paramcorr.analysis.collect import MAIN_METRICS
 from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.labels import TRAINABLE_LABEL, metric_label, strategy_label
-from paramcorr.analysis.stats import X, adjust_pvalues, levels, used_mask
+from paramcorr.analysis.stats import X, adjust_pvalues, levels, pearson_fields, used_mask
 from paramcorr.strategy_names import marker
 
 EFFECTIVE_ROBUSTNESS = "effective_robustness"
@@ -92,11 +92,8 @@ def dose_response(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                    "family": DOSE_FAMILY}
             estimable = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
             if row["n_strategies"] >= MIN_STRATEGIES and estimable:
-                res = stats.pearsonr(x, y)
-                ci = res.confidence_interval(0.95)
                 ols = sm.OLS(y, sm.add_constant(x)).fit()
-                row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=ci.low,
-                           ci_high=ci.high, slope=float(ols.params[1]),
+                row.update(**pearson_fields(x, y), slope=float(ols.params[1]),
                            slope_se=float(ols.bse[1]))
             rows.append(row)
     table = pd.DataFrame(rows).reindex(columns=DOSE_COLUMNS)

@@ -24,6 +24,7 @@ METRIC_LABELS = {
     "val_acc": "Validation accuracy",
     "val_loss": "Validation loss",
     "test_loss": "Test loss",
+    "gen_loss": "Generalization loss",
     # Derived by the analysis (Taori et al. 2020): logit(gen_acc) above its linear fit on
     # logit(test_acc) over the analysis' configurations.
     "effective_robustness": "Effective robustness",

@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -95,16 +96,24 @@ def _width(n_columns: int) -> float:
 def paper_figure(width: float, height: float) -> Figure:
     # Constrained layout fits titles, tick labels, legends and colorbars inside the figure
     # (nothing clipped) at the stated size; tight bounding boxes would change the size.
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    # An Agg canvas of its own: the layout and the PNG then share one renderer and so its
+    # cache of text extents (a bare Figure makes a new renderer for each of them).
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """PNG for the report, and the same figure as PDF beside it (Type 42 fonts)."""
-    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
+    engine = fig.get_layout_engine()
+    engine.set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
     # Lay out once and keep it: each savefig would otherwise measure every tick label of
-    # every panel again (half the cost of a figure).
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")
+    # every panel again (half the cost of a figure). The engine alone places the axes; a
+    # whole draw around it (draw_without_rendering) would only measure everything again.
+    engine.execute(fig)
+    # None, not "none": "none" leaves a placeholder engine, and savefig lays out (draws) the
+    # whole figure once more before printing whenever the figure has any engine.
+    fig.set_layout_engine(None)
     fig.savefig(path, dpi=DPI)
     fig.savefig(path.with_suffix(".pdf"))
     return path

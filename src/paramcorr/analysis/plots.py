@@ -13,6 +13,7 @@ the caption (report.md, the paper) says what it shows.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +35,11 @@ from paramcorr.analysis.labels import (
 )
 from paramcorr.analysis.stats import X, is_number, levels, used_mask
 from paramcorr.strategy_names import STRATEGY_TERMS
+
+# Writing a PDF subsets its TrueType (Type 42) fonts through fontTools, which logs every
+# table it prunes or subsets at INFO ("glyf pruned", "hmtx subsetted"): under Hydra's INFO
+# job logging one analysis printed hundreds of such lines. Only its warnings are ours to see.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 DPI = 150  # the PNGs in report.md (7 in = 1050 px); the PDFs are vector
 ONE_COLUMN_IN = 3.5  # a two-column paper's column width (IEEE, ACM, NeurIPS-like)

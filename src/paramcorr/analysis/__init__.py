@@ -117,25 +117,27 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
     start, cpu = time.perf_counter(), time.process_time()
     log.info("correlations: %d metrics x 3 methods x 2 units (bootstrap n=%d)", len(metrics),
              n_boot)
+    # The configuration means, once for every table that reads them.
+    configs = configuration_means(runs, metrics, col.run_axes)
+    completed = configuration_means(runs, metrics, col.run_axes, statuses=("completed",))
     corr = correlation_table(runs, metrics, n_boot=n_boot, seed=seed, progress=log.info,
-                             run_axes=col.run_axes, run_cis=run_cis)
+                             run_axes=col.run_axes, run_cis=run_cis, configs=configs)
     timings["correlations"] = time.perf_counter() - start
     cpu_timings["correlations"] = time.process_time() - cpu
 
     start, cpu = time.perf_counter(), time.process_time()
     log.info("claims and beyond the paper: partial/rm correlations, regression, divergence")
-    configs = configuration_means(runs, metrics, col.run_axes)
-    completed = configuration_means(runs, metrics, col.run_axes, statuses=("completed",))
     claims, comparisons = evaluate_claims(corr, configs, seed=seed, completed=completed,
                                           claim_c_lr=claim_c_lr)
-    paper = paper_table(corr, runs, metrics, col.run_axes)
+    paper = paper_table(corr, runs, metrics, col.run_axes, configs=configs,
+                        completed=completed)
     units = {"run": runs, **({"configuration": configs} if len(configs) else {})}
     partial = _stack({u: partial_correlations(f, metrics) for u, f in units.items()})
     rm = _stack({u: rm_correlations(f, metrics) for u, f in units.items()})
     fits = {u: regression(f, metrics) for u, f in units.items()}
     coefs = _stack({u: fit[0] for u, fit in fits.items()})
     slopes = _stack({u: fit[1] for u, fit in fits.items()})
-    divergence = divergence_table(runs, col.run_axes)
+    divergence = divergence_table(runs, col.run_axes, configs=configs)
     seeds = seed_spread(runs, col.run_axes, metrics)
     timings["beyond"] = time.perf_counter() - start
     cpu_timings["beyond"] = time.process_time() - cpu

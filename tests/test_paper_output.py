@@ -3,6 +3,7 @@ no empty heatmap panels) and LaTeX tables that compile in a plain article."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
@@ -173,3 +174,18 @@ def test_report_names_pooled_epoch_budgets(tmp_path):
     result = run_analysis([tmp_path / "sweep"], tmp_path / "out", n_boot=0)
     text = (result.out_dir / "report.md").read_text()
     assert "epoch budgets pooled in this analysis: 5, 10" in text
+
+
+def test_pdf_font_subsetting_logs_nothing_at_info(tmp_path, caplog):
+    """Writing the PDFs subsets their TrueType fonts through fontTools, which logs every
+    table it prunes at INFO ('glyf pruned', 'hmtx subsetted'): under Hydra's INFO logging
+    that was hundreds of lines per analysis. None of them may reach the root logger."""
+    sweep = tmp_path / "sweep"
+    write_sweep(sweep, synthetic_records(12, models=("resnet50", "densenet121"), lrs=(1e-3,),
+                                         p_failed=0, p_diverged=0))
+    caplog.set_level(logging.INFO)  # the root logger at INFO, as Hydra's job logging sets it
+    result = run_analysis([sweep], tmp_path / "out", n_boot=0)
+    assert any(p.with_suffix(".pdf").exists() for p in result.plots)
+    assert any(r.name.startswith("paramcorr") for r in caplog.records)  # INFO does reach it
+    noise = [r for r in caplog.records if r.name.startswith("fontTools")]
+    assert not noise, f"{len(noise)} fontTools records, e.g. {noise[0].getMessage()!r}"

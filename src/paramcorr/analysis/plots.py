@@ -13,11 +13,13 @@ the caption (report.md, the paper) says what it shows.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -33,6 +35,11 @@ from paramcorr.analysis.labels import (
 )
 from paramcorr.analysis.stats import X, is_number, levels, used_mask
 from paramcorr.strategy_names import STRATEGY_TERMS
+
+# Writing a PDF subsets its TrueType (Type 42) fonts through fontTools, which logs every
+# table it prunes or subsets at INFO ("glyf pruned", "hmtx subsetted"): under Hydra's INFO
+# job logging one analysis printed hundreds of such lines. Only its warnings are ours to see.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 DPI = 150  # the PNGs in report.md (7 in = 1050 px); the PDFs are vector
 ONE_COLUMN_IN = 3.5  # a two-column paper's column width (IEEE, ACM, NeurIPS-like)
@@ -95,19 +102,38 @@ def _width(n_columns: int) -> float:
 def paper_figure(width: float, height: float) -> Figure:
     # Constrained layout fits titles, tick labels, legends and colorbars inside the figure
     # (nothing clipped) at the stated size; tight bounding boxes would change the size.
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    # An Agg canvas of its own: the layout and the PNG then share one renderer and so its
+    # cache of text extents (a bare Figure makes a new renderer for each of them).
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """PNG for the report, and the same figure as PDF beside it (Type 42 fonts)."""
-    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
+    engine = fig.get_layout_engine()
+    engine.set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
     # Lay out once and keep it: each savefig would otherwise measure every tick label of
-    # every panel again (half the cost of a figure).
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")
+    # every panel again (half the cost of a figure). The engine alone places the axes; a
+    # whole draw around it (draw_without_rendering) would only measure everything again.
+    engine.execute(fig)
+    # None, not "none": "none" leaves a placeholder engine, and savefig lays out (draws) the
+    # whole figure once more before printing whenever the figure has any engine.
+    fig.set_layout_engine(None)
     fig.savefig(path, dpi=DPI)
     fig.savefig(path.with_suffix(".pdf"))
     return path
+
+
+def panel_title(ax: object, text: str) -> None:
+    """A panel's title at the top of its axes (matplotlib's default place).
+
+    Given as y=1.0, matplotlib keeps it there instead of checking, on every layout and every
+    draw, whether top ticks or an offset text push it up (a full measure of the y axis per
+    title, a tenth of a figure's cost). Our panels have neither: x ticks below, y values of
+    metrics in [0, 1], so the default place is where that check would leave it.
+    """
+    ax.set_title(text, y=1.0)
 
 
 def _facet_mask(runs: pd.DataFrame, opt: object, lr: object) -> np.ndarray:
@@ -231,7 +257,7 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
                     "= -", "= \u2212")
             else:
                 title += f"\n$n$ = {len(x)} {unit}"
-            ax.set_title(title)
+            panel_title(ax, title)
             ax.grid(True, alpha=0.3)
             if i == len(opts) - 1:
                 ax.set_xlabel(TRAINABLE_LABEL)
@@ -333,7 +359,7 @@ def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | N
         ax.set_yticks(range(r.shape[0]),
                       [metric_label(m) for m in r.index] if k == 0 or not side else [])
         ax.tick_params(length=0)
-        ax.set_title(title)
+        panel_title(ax, title)
     bar = fig.colorbar(image, ax=list(fig.axes), shrink=0.9, aspect=30, pad=0.01)
     bar.set_label("Pearson $r$")
     bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
@@ -367,7 +393,7 @@ def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> 
                             color=colours.get(str(model), "0.4"), label=str(model))
             log_count_axis(ax)
             if len(opts) * len(lrs) > 1:
-                ax.set_title(cell_title(opt, lr))
+                panel_title(ax, cell_title(opt, lr))
             ax.grid(True, alpha=0.3, which="major")
             if i == len(opts) - 1:
                 ax.set_xlabel(TRAINABLE_LABEL)

@@ -23,6 +23,7 @@ REFERENCE_R = 0.5  # Cohen's "large" correlation: the effect the claims' power r
 REFERENCE_F2 = 0.15  # Cohen's "medium" f^2 for the F test of equal slopes
 
 
+@lru_cache(maxsize=4096)  # asked once per row of the correlation table, for few distinct n
 def critical_r(n: int, alpha: float = ALPHA) -> float:
     """Smallest |r| reaching two-sided p < alpha with n pairs (t test of r, df = n - 2)."""
     if n < 3:

@@ -310,7 +310,8 @@ def _unit_rows(frame: pd.DataFrame, metrics: list[str], unit: str, n_boot: int, 
 
 def correlation_table(runs: pd.DataFrame, metrics: list[str], n_boot: int = 1000,
                       seed: int = 0, progress=None,
-                      run_axes: list[str] | None = None, run_cis: bool = False) -> pd.DataFrame:
+                      run_axes: list[str] | None = None, run_cis: bool = False,
+                      configs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (scope, x, y, method, unit): CORR_COLUMNS plus EXTRA_COLUMNS.
 
     ``unit=run``: one point per run; ``unit=configuration``: one point per configuration
@@ -320,14 +321,16 @@ def correlation_table(runs: pd.DataFrame, metrics: list[str], n_boot: int = 1000
     ``n`` and empty statistics. ``p_holm`` / ``p_bh`` are corrected within ``family``.
     Spearman / Kendall bootstrap CIs of ``unit=run`` rows only with ``run_cis`` (they are
     pseudo-replicated, exploratory, and most of the cost); otherwise ``ci_method`` says why
-    they are empty.
+    they are empty. ``configs``: ``configuration_means(runs, metrics, run_axes)`` when the
+    caller has it already (the analysis computes it once for every table).
     """
     rows = _unit_rows(runs, metrics, "run", n_boot if run_cis else 0, seed, progress)
     if not run_cis and n_boot > 0:
         for row in rows:
             if row["method"] != "pearson" and row["ci_method"].startswith("none"):
                 row["ci_method"] = NO_RUN_CI
-    configs = configuration_means(runs, list(metrics), run_axes)
+    if configs is None:
+        configs = configuration_means(runs, list(metrics), run_axes)
     rows += _unit_rows(configs, metrics, "configuration", n_boot, seed, progress)
     table = pd.DataFrame(rows, columns=[c for c in CORR_COLUMNS
                                         if c not in ("p_holm", "p_bh", "family")]
@@ -436,7 +439,8 @@ PAPER_FIELDS = ("n", "n_runs", "r", "p", "ci_low", "ci_high", "p_holm")
 
 
 def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str],
-                run_axes: list[str] | None = None) -> pd.DataFrame:
+                run_axes: list[str] | None = None, configs: pd.DataFrame | None = None,
+                completed: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows optimizer x lr (pooled, then within each freeze strategy), on configurations.
 
     Per metric: Pearson n (configurations), n_runs, r, p, CI, p_holm (within the row's
@@ -444,13 +448,18 @@ def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str],
     ``p_completed``: the sensitivity check); per row the diverged runs, the critical |r|
     and the |r| detected with 80% power (uncorrected and at the family's Holm alpha).
     Pooled rows also get the strategy-vs-count columns of ``strategy_vs_count``.
+    ``configs`` / ``completed``: the configuration means of the usable / completed runs
+    (``configuration_means``, at least the paper metrics) when the caller has them; the
+    rows of a configuration table do not depend on which metrics it averages.
     """
     wanted = [m for m in CONFIRMATORY_METRICS if m in metrics]
     conf = corr[(corr["method"] == "pearson") & (corr["unit"] == "configuration")]
     pear = conf.set_index(["scope", "y"])
-    completed = configuration_means(runs, wanted, run_axes, statuses=("completed",))
+    if completed is None:
+        completed = configuration_means(runs, wanted, run_axes, statuses=("completed",))
     sens = _pearson_by_scope(completed, wanted)
-    configs = configuration_means(runs, wanted, run_axes)
+    if configs is None:
+        configs = configuration_means(runs, wanted, run_axes)
     separation = strategy_vs_count(configs, wanted).set_index(["scope", "y"])
     used = runs[used_mask(runs)]
     rows = []
@@ -558,14 +567,18 @@ def strategy_vs_count(configs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def divergence_table(runs: pd.DataFrame, run_axes: list[str] | None = None) -> pd.DataFrame:
+def divergence_table(runs: pd.DataFrame, run_axes: list[str] | None = None,
+                     configs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Divergence as an outcome, per pooled scope (all, each optimizer x lr cell).
 
     ``n_runs`` usable runs of which ``n_diverged`` diverged (``rate``); across
     configurations, Pearson r (Fisher-z 95% CI, p) of each configuration's share of
     diverged runs with log10 trainable: does training more parameters diverge more often?
+    ``configs``: the configuration means of the usable runs when the caller has them (only
+    their axes, x and run counts are read).
     """
-    configs = configuration_means(runs, [], run_axes)
+    if configs is None:
+        configs = configuration_means(runs, [], run_axes)
     rows = []
     if configs.empty:
         return pd.DataFrame(columns=["scope", "n_configs", "n_runs", "n_diverged", "rate",

@@ -17,7 +17,7 @@ from paramcorr.record import METRIC_KEYS
 # Two probe epochs and one of fine-tuning, several batches each: the batch order matters.
 LPFT = ("freeze=lpft", "freeze.probe_epochs=2", "trainer.max_epochs=3",
         "trainer.limit_train_batches=6", "data.batch_size=16", "model.drop_rate=0.2",
-        "save_weights=true")
+        "save_weights=true", "lr=1e-2")
 
 
 def _run(train_config, tmp_path: Path, name: str, *overrides: str):
@@ -34,11 +34,12 @@ def probe_heads(monkeypatch):
     real = job._fit_phase
 
     def fit_phase(cfg, strategy, inputs, *args, **kwargs):
+        head = inputs.net if inputs.features else inputs.net.get_classifier()
+        before = {k: v.detach().clone() for k, v in head.state_dict().items()}
         module, fitted = real(cfg, strategy, inputs, *args, **kwargs)
         if strategy.head_only:
             net = module.net
-            head = net if inputs.features else net.get_classifier()
-            seen.append({"features": inputs.features,
+            seen.append({"features": inputs.features, "before": before,
                          "head": {k: v.detach().clone() for k, v in head.state_dict().items()},
                          "model": None if inputs.features else
                          {k: v.detach().clone() for k, v in net.state_dict().items()}})
@@ -62,6 +63,10 @@ def test_the_probe_on_cached_features_matches_the_probe_on_images(train_config, 
     through, on_features = probe_heads
     assert (through["features"], on_features["features"]) == (False, True)
     assert through["head"].keys() == on_features["head"].keys()
+    assert through["before"].keys() == through["head"].keys()
+    for probe in probe_heads:  # the same init, and the probe trained it
+        assert all(torch.equal(v, through["before"][k]) for k, v in probe["before"].items())
+        assert not all(torch.equal(v, probe["before"][k]) for k, v in probe["head"].items())
     for key, value in through["head"].items():
         # Features computed in other batch compositions (extraction vs training batches):
         # the last bits may differ, as for freeze=base.

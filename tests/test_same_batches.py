@@ -74,12 +74,14 @@ def test_worker_processes_train_on_the_same_batches(train_config, tmp_path):
     _same(*runs)
 
 
-def test_the_feature_cache_trains_on_the_same_batches(train_config, tmp_path):
+# lpft: its probe phase on the cache, then fine-tuning on images from the head it trained.
+@pytest.mark.parametrize("freeze", ["base", "lpft"])
+def test_the_feature_cache_trains_on_the_same_batches(train_config, tmp_path, freeze):
     root = make_tree(tmp_path / "images", n=10)
     cache = f"paths.cache_dir={tmp_path / 'cache'}"
-    through = _metrics(train_config, root, tmp_path / "through", cache, "freeze=base",
+    through = _metrics(train_config, root, tmp_path / "through", cache, f"freeze={freeze}",
                        "freeze.cache_features=false", "data.cache_inputs=false")
-    features = _metrics(train_config, root, tmp_path / "features", cache, "freeze=base",
+    features = _metrics(train_config, root, tmp_path / "features", cache, f"freeze={freeze}",
                         "freeze.cache_features=true", "data.cache_inputs=false")
     assert features.extra["cached_features"] and not through.extra["cached_features"]
     assert features.config_hash == through.config_hash

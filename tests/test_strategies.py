@@ -236,6 +236,9 @@ def test_lpft_schedule_is_a_probe_then_everything() -> None:
     phases = strategy.phases(5)
     assert [(p.name, p.epochs, p.strategy.name) for p in phases] == [
         ("probe", 2, "base"), ("finetune", 3, "none")]
+    assert [p.head_only for p in phases] == [True, False]  # the probe can use the cache
+    assert {s: strategies.create(s, OPTIONS[s]).caches_features for s in STRATEGY_ORDER} == {
+        s: s in ("base", "lpft") for s in STRATEGY_ORDER}
     with pytest.raises(UserError, match="leaves no fine-tuning epoch"):
         strategy.check_options(max_epochs=2)
 
@@ -256,6 +259,9 @@ def test_lpft_job_records_both_phases(train_config) -> None:
     phases = record["phases"]
     assert [(p["name"], p["epochs"], p["steps"], p["trainable"]) for p in phases] == [
         ("probe", 1, 2, head), ("finetune", 2, 4, total)]
+    # digits without augmentation: the probe trains the head on cached features, as base.
+    assert record["cached_features"] is True
+    assert [p["cached_features"] for p in phases] == [True, False]
     assert record["run"]["epochs"] == 3 and record["run"]["steps"] == 6
     assert record["run"]["probe_epochs"] == 1 and record["run"]["freeze"] == "lpft"
 

@@ -173,8 +173,9 @@ class FreezeConfig:
     strategy: FreezeStrategy = MISSING
     # partial: how many of timm's coarse parameter groups to freeze, from the stem on.
     stages: int | None = None
-    # freeze=base: train the head on cached backbone features. auto: when that is equivalent
-    # (no augmentation, a head separable from the backbone); true: required; false: never.
+    # freeze=base (and freeze=lpft's probe phase): train the head on cached backbone features.
+    # auto: when that is equivalent (no augmentation, a head separable from the backbone);
+    # true: required; false: never.
     cache_features: AutoBool = AutoBool.auto
     # partial, stages beyond the backbone's groups: error (a failed run) or skip (no record;
     # for depth sweeps, see paramcorr.depth).
@@ -579,9 +580,10 @@ def validate(cfg: DictConfig) -> None:
     strategy = strategies.from_config(cfg.freeze)
     strategy.check_options(cfg.trainer.get("max_epochs"))
     if cfg.freeze.cache_features == AutoBool.true:
-        _require(strategy.head_only,
+        _require(strategy.caches_features,
                  f"freeze.cache_features=true needs a head-only strategy such as freeze=base "
-                 f"(got freeze={cfg.freeze.strategy}); use freeze.cache_features=auto")
+                 f"(or freeze=lpft, whose probe phase trains the head alone; got "
+                 f"freeze={cfg.freeze.strategy}); use freeze.cache_features=auto")
         _require(not cfg.data.augment, "freeze.cache_features=true cannot hold with "
                  "data.augment=true (inputs change every epoch); use freeze.cache_features=auto")
     _require(cfg.model.weights not in ("", None),

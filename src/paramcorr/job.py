@@ -72,6 +72,8 @@ class _PartialRecord:
     timing: dict[str, float] = field(default_factory=dict)
     # Split sizes and what loading the data noticed (skipped images, carved splits).
     data: dict[str, Any] | None = None
+    # The head trained on cached backbone features (freeze=base; freeze=lpft: its probe phase,
+    # each entry of ``phases`` says which), and the feature-cache entry used.
     cached_features: bool | None = None
     feature_cache: dict[str, Any] | None = None
     # Which weights were evaluated ("best" or "last"), and why not the configured ones.
@@ -183,6 +185,21 @@ class _Inputs:
     features: bool = False
 
 
+@dataclass
+class _Sources:
+    """What each phase of a schedule trains on: cached features for a head-only phase where
+    the feature cache applies, images through the model otherwise (None: no phase needs it)."""
+
+    images: _Inputs | None
+    features: _Inputs | None
+
+    def for_phase(self, phase: strategies.Phase) -> _Inputs:
+        if phase.head_only and self.features is not None:
+            return self.features
+        assert self.images is not None  # built whenever a phase trains through the model
+        return self.images
+
+
 def _build(cfg: DictConfig, partial: _PartialRecord) -> tuple[torch.nn.Module, DataSplits]:
     """Backbone (weights, head for the classes), data for its input size, freeze, counts."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -225,16 +242,23 @@ def _make_trainer(cfg: DictConfig, output_dir: Path, precision: str,
 
 
 def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
-            partial: _PartialRecord, dev: device.DeviceSetup) -> _Inputs:
-    """Images through the model, or (freeze=base, cache on) features through the head."""
-    use_cache = _wants_cache(cfg, splits, model)
+            partial: _PartialRecord, dev: device.DeviceSetup,
+            phases: list[strategies.Phase]) -> _Sources:
+    """Images through the model, and (for the head-only phases, cache on: freeze=base, LP-FT's
+    probe) features through the head: one eligibility rule and one cache entry per backbone,
+    weights and data, whichever strategy's phase trains on it."""
+    use_cache = _wants_cache(cfg, splits, model, phases)
     partial.cached_features = use_cache
-    splits, input_norm = _cached_inputs(cfg, model, splits, partial, use_cache)
-    if not use_cache:
+    only_features = use_cache and all(phase.head_only for phase in phases)
+    splits, input_norm = _cached_inputs(cfg, model, splits, partial, only_features)
+    images = None
+    if not only_features:
         evaluate_sets = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
         if splits.gen is not None:
             evaluate_sets["gen"] = splits.gen
-        return _Inputs(model, True, splits.train, evaluate_sets, input_norm)
+        images = _Inputs(model, True, splits.train, evaluate_sets, input_norm)
+    if not use_cache:
+        return _Sources(images, None)
     started = time.perf_counter()
     model.to(dev.device)
     key = feature_cache.cache_key(
@@ -252,7 +276,8 @@ def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
         partial.timing["features_peak_mem_mb"] = device.peak_memory_mb(dev.device)
     partial.feature_cache = {"key": key, "hit": hit}
     datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
-    return _Inputs(model.get_classifier(), False, datasets["train"], datasets, features=True)
+    return _Sources(images, _Inputs(model.get_classifier(), False, datasets["train"], datasets,
+                                    features=True))
 
 
 def _cached_inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
@@ -330,14 +355,13 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
         model = model.to(memory_format=torch.channels_last)
     device.reset_peak_memory(dev.device)
     partial.phase = "features"
-    inputs = _inputs(cfg, model, splits, partial, dev)
+    sources = _inputs(cfg, model, splits, partial, dev, phases)
     # peak_mem_mb: this job's fit and evaluation, whether the feature cache was cold or warm.
     device.reset_peak_memory(dev.device)
     partial.phase = "fit"
 
     pin = dev.device.type == "cuda"
-    val_loader = make_loader(inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
-                             num_workers=cfg.data.num_workers, pin_memory=pin)
+    val_loaders: dict[int, Any] = {}  # one per source (workers persist), made when first used
     fit_s, samples, epochs_done, steps_done = 0.0, 0, 0, 0
     for index, phase in enumerate(phases):
         if index > 0:
@@ -345,7 +369,15 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
                                                         phase.epochs,
                                                         last=index == len(phases) - 1)
         if len(phases) > 1:
-            phase.strategy.prepare(inputs.net, cfg.model.name)
+            # On the whole model: a head on features is the model's own classifier, so what
+            # the probe trains is in the model when fine-tuning starts.
+            phase.strategy.prepare(model, cfg.model.name)
+        inputs = sources.for_phase(phase)
+        if id(inputs) not in val_loaders:
+            val_loaders[id(inputs)] = make_loader(
+                inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
+                num_workers=cfg.data.num_workers, pin_memory=pin)
+        val_loader = val_loaders[id(inputs)]
         module, fitted = _fit_phase(cfg, phase.strategy, inputs, splits, trainer, checkpoint,
                                     val_loader, dev, partial)
         fit_s += fitted.fit_s
@@ -356,7 +388,8 @@ def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord
             partial.phases.append({"name": phase.name, "epochs": fitted.epochs,
                                    "steps": fitted.steps,
                                    "trainable": partial.params["in_optimizer"],
-                                   "fit_s": fitted.fit_s})
+                                   "fit_s": fitted.fit_s,
+                                   "cached_features": inputs.features})
             if index < len(phases) - 1:
                 partial.params[f"trainable_{phase.name}"] = partial.params["in_optimizer"]
         if module.diverged:
@@ -408,11 +441,13 @@ def _fit_phase(cfg: DictConfig, strategy: strategies.Strategy, inputs: _Inputs,
     return module, fitted
 
 
-def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module) -> bool:
+def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module,
+                 phases: list[strategies.Phase]) -> bool:
     """freeze.cache_features: auto = where equivalent; true = must (else a one-line refusal);
-    false = never. It applies to head-only strategies (freeze=base): others train the backbone."""
+    false = never. It applies to head-only phases (freeze=base, LP-FT's probe): the others
+    train the backbone."""
     mode = str(cfg.freeze.cache_features).lower()
-    if not strategies.from_config(cfg.freeze).head_only or mode == "false":
+    if not any(phase.head_only for phase in phases) or mode == "false":
         return False
 
     def off(reason: str) -> bool:

@@ -7,7 +7,8 @@ come from :mod:`paramcorr.strategy_names`). It knows:
   it makes first (LoRA's adapters, :meth:`Strategy.prepare`);
 - what stays in eval mode while it trains (:meth:`Strategy.hold_in_eval`);
 - whether only the classifier trains (``head_only``, from its terms: the backbone's features
-  can be cached);
+  can be cached), and whether some phase of its schedule does (``caches_features``: LP-FT's
+  probe trains on the same cached features as ``base``);
 - which freeze key indexes timm's coarse parameter groups (``group_key``);
 - its schedule (:meth:`Strategy.phases`): one phase, or several (LP-FT: probe, then
   fine-tune), each trained by a strategy of its own.
@@ -50,6 +51,12 @@ class Phase:
     name: str
     epochs: int | None
     strategy: Strategy
+
+    @property
+    def head_only(self) -> bool:
+        """Only the classifier trains in this phase: it can train on cached backbone features
+        (the job decides whether the cache applies, as for ``freeze=base``)."""
+        return self.strategy.head_only
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
@@ -108,6 +115,12 @@ class Strategy:
     def head_only(self) -> bool:
         """Only the classifier trains: the backbone's features can be computed once, cached."""
         return self.terms.head_only
+
+    @property
+    def caches_features(self) -> bool:
+        """Some phase of the schedule trains the classifier alone (``base``; LP-FT's probe):
+        that phase can train on the frozen backbone's cached features."""
+        return any(phase.head_only for phase in self.phases(None))
 
     @property
     def label(self) -> str:

@@ -348,16 +348,44 @@ def test_plain_state_dict_and_safetensors_checkpoints_load(train_config, tmp_pat
         assert record["status"] == "completed", record["error"]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
-def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, damage):
-    cache = tmp_path / "cache"
-    common = ("freeze=base", f"paths.cache_dir={cache}")
-    first = run_job(train_config(*common), tmp_path / "first")
+@pytest.fixture(scope="module")
+def filled_feature_cache(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """One filled cache entry (read back once as a hit) and the same job run without the
+    cache, shared by the damage cases below; each case damages its own copy of the cache."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from helpers import TINY, compose_config
+
+    base = tmp_path_factory.mktemp("filled")
+    cache = base / "cache"
+
+    def config(*extra: str):
+        cfg = compose_config("train", [*TINY, "freeze=base", f"paths.cache_dir={cache}", *extra],
+                             base / "cfg")
+        GlobalHydra.instance().clear()
+        return cfg
+
+    first = run_job(config(), base / "first")
     assert first["feature_cache"]["hit"] is False
+    assert run_job(config("lr=1e-2"), base / "hit")["feature_cache"]["hit"]
+    # The same job as the recomputing one below, without the cache: the metrics to match.
+    plain = run_job(config("lr=1e-4", "freeze.cache_features=false"), base / "plain")
+    assert plain["cached_features"] is False
+    return cache, first, plain
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
+def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, damage,
+                                                      filled_feature_cache):
+    import shutil
+
+    filled, first, plain = filled_feature_cache
+    cache = tmp_path / "cache"
+    shutil.copytree(filled, cache)  # a fresh path: not among this process's verified files
+    common = ("freeze=base", f"paths.cache_dir={cache}")
     # An entry is a directory of .npy arrays and a manifest (paramcorr.cache_store).
     entry = cache / "features" / first["feature_cache"]["key"] / "train.features.npy"
     good = entry.read_bytes()
-    assert run_job(train_config(*common, "lr=1e-2"), tmp_path / "hit")["feature_cache"]["hit"]
 
     marker = tmp_path / "pwned"
     if damage == "truncated":
@@ -375,9 +403,6 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
     assert {"train.features", "val.features", "test.features"} <= set(manifest["arrays"])
     # The recomputed features train and evaluate as the images themselves do: the same job
     # without the cache gives the same metrics.
-    plain = run_job(train_config(*common, "lr=1e-4", "freeze.cache_features=false"),
-                    tmp_path / "plain")
-    assert plain["cached_features"] is False
     for key in METRICS_SAME_FEATURES:
         assert again["metrics"][key] is not None
         assert math.isclose(again["metrics"][key], plain["metrics"][key], abs_tol=1e-4), key

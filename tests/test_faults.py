@@ -18,7 +18,7 @@ import timm
 import torch
 from omegaconf import open_dict
 
-from helpers import ROOT, assert_schema_valid, run_script
+from helpers import ROOT, TWO_CLASSES, assert_schema_valid, run_script
 from paramcorr import record as record_module
 from paramcorr.backbones import save_checkpoint
 from paramcorr.job import run_job
@@ -344,7 +344,8 @@ def test_plain_state_dict_and_safetensors_checkpoints_load(train_config, tmp_pat
     torch.save(model.state_dict(), tmp_path / "plain.pth")
     save_checkpoint(model, tmp_path / "safe.safetensors", metadata={})
     for name in ("plain.pth", "safe.safetensors"):
-        record = run_job(train_config(f"model.weights={tmp_path / name}"), tmp_path / name[:4])
+        record = run_job(train_config(f"model.weights={tmp_path / name}", TWO_CLASSES),
+                         tmp_path / name[:4])
         assert record["status"] == "completed", record["error"]
 
 
@@ -431,12 +432,14 @@ def test_records_are_json_only(tmp_path):
 
 def test_an_early_stop_records_the_epochs_and_steps_actually_trained(train_config, tmp_path):
     # smoke: 2 training batches per epoch; 3 steps end in the middle of the second epoch.
-    record = run_job(train_config("freeze=none", "trainer.max_epochs=5",
-                                  "trainer.max_steps=3"), tmp_path / "steps")
+    # Two digit classes: still 4 batches an epoch, less to evaluate.
+    record = run_job(train_config("freeze=none", "trainer.max_epochs=5", "trainer.max_steps=3",
+                                  TWO_CLASSES), tmp_path / "steps")
     assert record.status == "completed", record.error
     assert (record.run["epochs"], record.run["steps"]) == (1, 3)
     assert record.run["epochs_configured"] == 5
-    full = run_job(train_config("freeze=none", "trainer.max_epochs=2"), tmp_path / "full")
+    full = run_job(train_config("freeze=none", "trainer.max_epochs=2", TWO_CLASSES),
+                   tmp_path / "full")
     assert (full.run["epochs"], full.run["steps"], full.run["epochs_configured"]) == (2, 4, 2)
 
 
@@ -462,7 +465,7 @@ def test_a_non_finite_generalization_metric_is_never_completed(train_config, tmp
         return real_shift(*args, **kwargs) * float("nan")
 
     monkeypatch.setattr(data, "_digits_shift", nan_shift)
-    record = run_job(train_config("freeze=none"), tmp_path / "job")
+    record = run_job(train_config("freeze=none", TWO_CLASSES), tmp_path / "job")
     assert record.status == "failed"
     assert record.error.startswith("non-finite gen_loss while the training split evaluates "
                                    "finite: the gen inputs or outputs are not numbers")
@@ -470,7 +473,7 @@ def test_a_non_finite_generalization_metric_is_never_completed(train_config, tmp
     assert record.metrics["test_acc"] is not None  # what was measured is kept
     # The failed record is not a finished one: with the data fixed, the job runs again.
     monkeypatch.undo()
-    again = run_job(train_config("freeze=none"), tmp_path / "job")
+    again = run_job(train_config("freeze=none", TWO_CLASSES), tmp_path / "job")
     assert isinstance(again, RunRecord) and again.status == "completed", again.error
 
 

@@ -228,18 +228,35 @@ def test_zero_epochs_evaluates_the_untrained_model(train_config, tmp_path):
 # --- analysis ----------------------------------------------------------------------------
 
 
-def test_analysis_of_a_dir_without_records_says_so(tmp_path):
+def analyze(capsys, *argv: str) -> tuple[int, str, str]:
+    """scripts/analyze.py's main in this process (its subprocess runs are in
+    test_analysis_cli.py): exit code, stdout, stderr."""
+    import logging
+
+    from paramcorr.analysis.cli import main
+
+    logger = logging.getLogger("paramcorr.analysis")
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        code = main(list(argv))
+    finally:  # main adds a stderr handler: do not leave it to the tests after this one
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analysis_of_a_dir_without_records_says_so(tmp_path, capsys):
     (tmp_path / "sweep" / "job").mkdir(parents=True)
-    done = run_script("analyze.py", str(tmp_path / "sweep"), "--out", str(tmp_path / "out"),
-                      cwd=tmp_path, timeout=120)
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [
+    code, out, err = analyze(capsys, str(tmp_path / "sweep"), "--out", str(tmp_path / "out"))
+    assert code != 0
+    assert err.strip().splitlines() == [
         f"error: no readable result.json found under {tmp_path / 'sweep'}; "
         "check the path points at a sweep directory"]
-    assert "Traceback" not in done.stdout + done.stderr
+    assert "Traceback" not in out + err
 
 
-def test_analysis_reads_what_it_can_and_counts_future_records(tmp_path):
+def test_analysis_reads_what_it_can_and_counts_future_records(tmp_path, capsys):
     from analysis_fixtures import make_record
     from analysis_fixtures import write_record as put
 
@@ -250,11 +267,11 @@ def test_analysis_reads_what_it_can_and_counts_future_records(tmp_path):
         put(sweep / f"job{i}", record)
     put(sweep / "future", {**make_record(), "schema": 2})
     put(sweep / "half", '{"schema": 1, "status": "comp')
-    done = run_script("analyze.py", str(sweep), "--out", str(tmp_path / "out"), "--n-boot", "0",
-                      "-q", cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "6 result.json read: 4 records" in done.stdout
-    assert "2 skipped (1 future schema, 1 invalid JSON)" in done.stdout
+    code, out, err = analyze(capsys, str(sweep), "--out", str(tmp_path / "out"), "--n-boot", "0",
+                             "-q")
+    assert code == 0, err[-2000:]
+    assert "6 result.json read: 4 records" in out
+    assert "2 skipped (1 future schema, 1 invalid JSON)" in out
     rows = (tmp_path / "out" / "runs.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 4
 
@@ -279,13 +296,36 @@ def test_cli_bad_learning_rate_is_one_line_without_traceback(tmp_path):
     assert record["status"] == "failed" and record["run"]["lr"] == 0.0
 
 
-@pytest.mark.parametrize(("override", "expected"), [
+COMPOSITION_ERRORS = [
     ("model=nosuchnet", ["Could not find 'model/nosuchnet'", "Available options in 'model'",
                          "\ttest_resnet"]),
     ("optimizer.lr=abc", ["Error merging override optimizer.lr=abc",
                           "could not be converted to Float", "full_key: optimizer.lr"]),
     ("lr=abc", ["Error merging override lr=abc", "full_key: lr"]),
-])
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), COMPOSITION_ERRORS)
+def test_hydra_composition_errors_name_the_override(tmp_path, override, expected):
+    # What the command line prints below is Hydra's text of this exception (and its cause).
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    from helpers import compose_config
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("train", ["experiment=smoke", override], tmp_path)
+    GlobalHydra.instance().clear()
+    text = f"{err.value}\n{err.value.__cause__ or ''}"
+    for line in expected:
+        assert line in text, text
+
+
+# One subprocess per kind of composition error runs in the fast suite (a missing option,
+# a value of the wrong type); the third is the same path, run with the slow tests.
+@pytest.mark.parametrize(("override", "expected"), [
+    COMPOSITION_ERRORS[0], COMPOSITION_ERRORS[1],
+    pytest.param(*COMPOSITION_ERRORS[2], marks=pytest.mark.slow)])
 def test_cli_hydra_composition_errors_are_short_and_without_traceback(tmp_path, override,
                                                                       expected):
     done = run_script("train.py", "experiment=smoke", override, cwd=tmp_path, timeout=120)

@@ -18,7 +18,7 @@ import timm
 import torch
 from omegaconf import open_dict
 
-from helpers import ROOT, assert_schema_valid, run_script
+from helpers import ROOT, TWO_CLASSES, assert_schema_valid, run_script
 from paramcorr import record as record_module
 from paramcorr.backbones import save_checkpoint
 from paramcorr.job import run_job
@@ -344,20 +344,49 @@ def test_plain_state_dict_and_safetensors_checkpoints_load(train_config, tmp_pat
     torch.save(model.state_dict(), tmp_path / "plain.pth")
     save_checkpoint(model, tmp_path / "safe.safetensors", metadata={})
     for name in ("plain.pth", "safe.safetensors"):
-        record = run_job(train_config(f"model.weights={tmp_path / name}"), tmp_path / name[:4])
+        record = run_job(train_config(f"model.weights={tmp_path / name}", TWO_CLASSES),
+                         tmp_path / name[:4])
         assert record["status"] == "completed", record["error"]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
-def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, damage):
-    cache = tmp_path / "cache"
-    common = ("freeze=base", f"paths.cache_dir={cache}")
-    first = run_job(train_config(*common), tmp_path / "first")
+@pytest.fixture(scope="module")
+def filled_feature_cache(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """One filled cache entry (read back once as a hit) and the same job run without the
+    cache, shared by the damage cases below; each case damages its own copy of the cache."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from helpers import TINY, compose_config
+
+    base = tmp_path_factory.mktemp("filled")
+    cache = base / "cache"
+
+    def config(*extra: str):
+        cfg = compose_config("train", [*TINY, "freeze=base", f"paths.cache_dir={cache}", *extra],
+                             base / "cfg")
+        GlobalHydra.instance().clear()
+        return cfg
+
+    first = run_job(config(), base / "first")
     assert first["feature_cache"]["hit"] is False
+    assert run_job(config("lr=1e-2"), base / "hit")["feature_cache"]["hit"]
+    # The same job as the recomputing one below, without the cache: the metrics to match.
+    plain = run_job(config("lr=1e-4", "freeze.cache_features=false"), base / "plain")
+    assert plain["cached_features"] is False
+    return cache, first, plain
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
+def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, damage,
+                                                      filled_feature_cache):
+    import shutil
+
+    filled, first, plain = filled_feature_cache
+    cache = tmp_path / "cache"
+    shutil.copytree(filled, cache)  # a fresh path: not among this process's verified files
+    common = ("freeze=base", f"paths.cache_dir={cache}")
     # An entry is a directory of .npy arrays and a manifest (paramcorr.cache_store).
     entry = cache / "features" / first["feature_cache"]["key"] / "train.features.npy"
     good = entry.read_bytes()
-    assert run_job(train_config(*common, "lr=1e-2"), tmp_path / "hit")["feature_cache"]["hit"]
 
     marker = tmp_path / "pwned"
     if damage == "truncated":
@@ -375,9 +404,6 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
     assert {"train.features", "val.features", "test.features"} <= set(manifest["arrays"])
     # The recomputed features train and evaluate as the images themselves do: the same job
     # without the cache gives the same metrics.
-    plain = run_job(train_config(*common, "lr=1e-4", "freeze.cache_features=false"),
-                    tmp_path / "plain")
-    assert plain["cached_features"] is False
     for key in METRICS_SAME_FEATURES:
         assert again["metrics"][key] is not None
         assert math.isclose(again["metrics"][key], plain["metrics"][key], abs_tol=1e-4), key
@@ -406,12 +432,14 @@ def test_records_are_json_only(tmp_path):
 
 def test_an_early_stop_records_the_epochs_and_steps_actually_trained(train_config, tmp_path):
     # smoke: 2 training batches per epoch; 3 steps end in the middle of the second epoch.
-    record = run_job(train_config("freeze=none", "trainer.max_epochs=5",
-                                  "trainer.max_steps=3"), tmp_path / "steps")
+    # Two digit classes: still 4 batches an epoch, less to evaluate.
+    record = run_job(train_config("freeze=none", "trainer.max_epochs=5", "trainer.max_steps=3",
+                                  TWO_CLASSES), tmp_path / "steps")
     assert record.status == "completed", record.error
     assert (record.run["epochs"], record.run["steps"]) == (1, 3)
     assert record.run["epochs_configured"] == 5
-    full = run_job(train_config("freeze=none", "trainer.max_epochs=2"), tmp_path / "full")
+    full = run_job(train_config("freeze=none", "trainer.max_epochs=2", TWO_CLASSES),
+                   tmp_path / "full")
     assert (full.run["epochs"], full.run["steps"], full.run["epochs_configured"]) == (2, 4, 2)
 
 
@@ -437,7 +465,7 @@ def test_a_non_finite_generalization_metric_is_never_completed(train_config, tmp
         return real_shift(*args, **kwargs) * float("nan")
 
     monkeypatch.setattr(data, "_digits_shift", nan_shift)
-    record = run_job(train_config("freeze=none"), tmp_path / "job")
+    record = run_job(train_config("freeze=none", TWO_CLASSES), tmp_path / "job")
     assert record.status == "failed"
     assert record.error.startswith("non-finite gen_loss while the training split evaluates "
                                    "finite: the gen inputs or outputs are not numbers")
@@ -445,7 +473,7 @@ def test_a_non_finite_generalization_metric_is_never_completed(train_config, tmp
     assert record.metrics["test_acc"] is not None  # what was measured is kept
     # The failed record is not a finished one: with the data fixed, the job runs again.
     monkeypatch.undo()
-    again = run_job(train_config("freeze=none"), tmp_path / "job")
+    again = run_job(train_config("freeze=none", TWO_CLASSES), tmp_path / "job")
     assert isinstance(again, RunRecord) and again.status == "completed", again.error
 
 

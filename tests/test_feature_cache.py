@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY, TWO_CLASSES, compose_config
 from paramcorr import cache_store
 from paramcorr.job import run_job
 from paramcorr.record import METRIC_KEYS
@@ -30,20 +31,24 @@ def key_of(record: dict) -> str:
 
 
 def test_key_changes_with_what_determines_features_and_only_that(train_config, tmp_path):
-    base = job(train_config, tmp_path, "base")
+    # Two digit classes: the key, not the amount of data, is under test (9 jobs, 6 fills).
+    def small(name: str, *overrides: str) -> dict:
+        return job(train_config, tmp_path, name, TWO_CLASSES, *overrides)
+
+    base = small("base")
     assert base["cached_features"] is True and base["feature_cache"]["hit"] is False
     # Same backbone, weights, data and preprocessing: another lr or optimizer hits the cache.
-    same = [job(train_config, tmp_path, "lr", "lr=1e-2"),
-            job(train_config, tmp_path, "sgd", "optimizer=sgd"),
-            job(train_config, tmp_path, "epochs", "trainer.max_epochs=2")]
+    same = [small("lr", "lr=1e-2"),
+            small("sgd", "optimizer=sgd"),
+            small("epochs", "trainer.max_epochs=2")]
     assert all(key_of(r) == key_of(base) and r["feature_cache"]["hit"] for r in same)
     # Anything that changes the tensors the head sees changes the key.
     changed = {
-        "seed (random weights)": job(train_config, tmp_path, "seed", "seed=1"),
-        "backbone": job(train_config, tmp_path, "model", "model=test_efficientnet"),
-        "preprocessing": job(train_config, tmp_path, "size", "data.image_size=40"),
-        "split": job(train_config, tmp_path, "split", "data.split_seed=3"),
-        "classes": job(train_config, tmp_path, "classes", "data.classes=[0,1,2]"),
+        "seed (random weights)": small("seed", "seed=1"),
+        "backbone": small("model", "model=test_efficientnet"),
+        "preprocessing": small("size", "data.image_size=40"),
+        "split": small("split", "data.split_seed=3"),
+        "classes": small("classes", "data.classes=[5,6,7]"),
     }
     keys = {name: key_of(r) for name, r in changed.items()}
     assert key_of(base) not in keys.values()
@@ -70,11 +75,13 @@ def test_weights_file_content_is_part_of_the_key(train_config, tmp_path):
 
 
 def test_auto_is_off_with_augmentation_and_on_without(train_config, tmp_path):
-    assert job(train_config, tmp_path, "plain")["cached_features"] is True
-    assert job(train_config, tmp_path, "aug", "data.augment=true")["cached_features"] is False
-    assert job(train_config, tmp_path, "off",
-               "freeze.cache_features=false")["cached_features"] is False
-    assert job(train_config, tmp_path, "none", "freeze=none")["cached_features"] is False
+    def cached(name: str, *overrides: str) -> bool:  # two classes: only the decision counts
+        return job(train_config, tmp_path, name, TWO_CLASSES, *overrides)["cached_features"]
+
+    assert cached("plain") is True
+    assert cached("aug", "data.augment=true") is False
+    assert cached("off", "freeze.cache_features=false") is False
+    assert cached("none", "freeze=none") is False
 
 
 FILL = textwrap.dedent("""
@@ -146,16 +153,37 @@ DAMAGES = {
 }
 
 
+COMMON = ("trainer.max_epochs=2", "trainer.limit_train_batches=1.0")
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """The plain-path job and a cache-filling job, shared by the damage cases (each damages
+    its own copy of the cache)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    base = tmp_path_factory.mktemp("filled")
+    records = {}
+    for name, extra in (("plain", ["freeze.cache_features=false"]), ("first", [])):
+        cfg = compose_config("train", [*TINY, "freeze=base", f"paths.cache_dir={base / 'cache'}",
+                                       *COMMON, *extra], base / "cfg")
+        GlobalHydra.instance().clear()
+        records[name] = run_job(cfg, base / name)
+        assert records[name]["status"] == "completed", records[name]["error"]
+    return base / "cache", records["plain"], records["first"]
+
+
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_damaged_or_foreign_entries_are_recomputed_and_metrics_equal_the_plain_path(
-        train_config, tmp_path, damage, monkeypatch):
-    common = ("trainer.max_epochs=2", "trainer.limit_train_batches=1.0")
-    plain = job(train_config, tmp_path, "plain", *common, "freeze.cache_features=false")
-    first = job(train_config, tmp_path, "first", *common)
+        train_config, tmp_path, damage, monkeypatch, filled):
+    import shutil
+
+    cache, plain, first = filled
+    shutil.copytree(cache, tmp_path / "cache")
     entry = tmp_path / "cache" / "features" / key_of(first)
     DAMAGES[damage](entry)
     monkeypatch.setattr(cache_store, "_VERIFIED", set())  # as a new process would
-    again = job(train_config, tmp_path, "again", *common)
+    again = job(train_config, tmp_path, "again", *COMMON)
     assert again["feature_cache"] == {"key": key_of(first), "hit": False}  # recomputed
     for key in METRIC_KEYS:
         assert math.isclose(again["metrics"][key], plain["metrics"][key], abs_tol=1e-4), key

@@ -145,7 +145,14 @@ def _hydra_config(tmp_path: Path, *overrides: str):
         GlobalHydra.instance().clear()
 
 
+def needs_cluster_extra() -> None:
+    """The Slurm preset is the optional extra `cluster` (hydra-submitit-launcher): its tests
+    skip where it is not installed."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+
 def test_slurm_preset_defaults_and_overrides(tmp_path):
+    needs_cluster_extra()
     launcher = _hydra_config(tmp_path).hydra.launcher
     assert launcher._target_ == "hydra_plugins.paramcorr_launchers.SlurmLauncher"
     from hydra_plugins.paramcorr_launchers import SlurmLauncher
@@ -170,6 +177,7 @@ class _Submitted(Exception):
 
 
 def test_slurm_preset_makes_the_expected_sbatch_script(tmp_path, monkeypatch):
+    needs_cluster_extra()
     import submitit.slurm.slurm as slurm
     from hydra.utils import instantiate
 

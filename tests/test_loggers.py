@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TWO_CLASSES
 from paramcorr.job import run_job
 from paramcorr.loggers import local_tracking_uri
 
 # Two epochs, so the per-epoch curves have more than one point; freeze=none trains the whole
-# model through Lightning (no feature cache), as the study's strategy 2 does.
-SHORT = ("freeze=none", "trainer.max_epochs=2")
+# model through Lightning (no feature cache), as the study's strategy 2 does. Two digit
+# classes: what is logged, not how much data, is under test.
+SHORT = ("freeze=none", "trainer.max_epochs=2", TWO_CLASSES)
 
 
 def _run(cfg) -> dict:

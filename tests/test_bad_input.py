@@ -436,7 +436,8 @@ def test_multirun_with_one_bad_job_goes_on(tmp_path):
     (["data.classes=[5,12]"], "data.classes=[5, 12] must name at least two digits among 0..9"),
     (["freeze=none", "freeze.cache_features=true"], "freeze.cache_features=true needs a "
                                                     "head-only strategy such as freeze=base "
-                                                    "(got freeze=none)"),
+                                                    "(or freeze=lpft, whose probe phase trains "
+                                                    "the head alone; got freeze=none)"),
     (["data.augment=true", "freeze.cache_features=true"], "freeze.cache_features=true cannot "
                                                           "hold with data.augment=true"),
     (["optimizer._target_=torch.optim.Adamm"], "optimizer._target_: Error locating target "

@@ -34,7 +34,7 @@ from paramcorr.config import refuse_unknown_appended_keys, register_schemas
 from paramcorr.errors import UserError
 from paramcorr.inputs import sweep_segment
 from paramcorr.job_dirs import job_dirname, job_subdir
-from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun
+from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun, Status
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def train_task(cfg: DictConfig) -> float | None:
     record = result.record if isinstance(result, NotRun) else result
     if record is None:
         return None
-    if record.status == "failed" and single:
+    if record.status == Status.FAILED and single:
         _fail(record.error)
     return record.metrics.get(cfg.optimized_metric)
 

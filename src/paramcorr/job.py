@@ -46,6 +46,7 @@ from paramcorr.record import (
     RECORD_NAME,
     NotRun,
     RunRecord,
+    Status,
     config_hash,
     find_record,
     finite_number,
@@ -94,10 +95,10 @@ class _PartialRecord:
     # A schedule of several phases (freeze=lpft): each one's epochs, steps, trainable count.
     phases: list[dict[str, Any]] = field(default_factory=list)
 
-    def status(self, error: str | None) -> str:
+    def status(self, error: str | None) -> Status:
         if error or self.non_finite:
-            return "failed"
-        return "diverged" if self.diverged else "completed"
+            return Status.FAILED
+        return Status.DIVERGED if self.diverged else Status.COMPLETED
 
     def to_record(self, error: str | None, chash: str) -> RunRecord:
         error = error or self.non_finite

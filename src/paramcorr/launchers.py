@@ -36,6 +36,7 @@ from paramcorr.record import (
     METRIC_KEYS,
     RECORD_NAME,
     RunRecord,
+    Status,
     config_hash,
     find_record,
     is_finished,
@@ -189,7 +190,7 @@ def record_dead_worker(task_cfg: DictConfig, output_dir: Path, error: str,
                     moved = set_aside(path, existing)
                     log.info("earlier record kept as %s", moved.name)
                 record = RunRecord(
-                    status="failed", run=run_axes(task_cfg), params=None,
+                    status=Status.FAILED, run=run_axes(task_cfg), params=None,
                     metrics=dict.fromkeys(METRIC_KEYS),
                     timing={"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0},
                     config_hash=chash, error=error,

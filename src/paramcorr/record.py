@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,19 @@ SCHEMA = 1
 RECORD_NAME = "result.json"
 # Written instead of a record by a job that does not apply (see paramcorr.depth).
 NOT_APPLICABLE_NAME = "not_applicable.json"
-STATUSES = ("completed", "diverged", "failed")
+
+
+class Status(StrEnum):
+    """How a run ended: the record's ``status``. A ``StrEnum``, so a member is the very text
+    the record holds (``Status.COMPLETED == "completed"``, and JSON writes it as that text)."""
+
+    COMPLETED = "completed"  # trained and evaluated, every loss finite
+    DIVERGED = "diverged"    # trained and evaluated, but a training loss went non-finite
+    FAILED = "failed"        # an exception ended it; the metrics are absent
+
+
+# Best outcome first (the analysis keeps the best of two records of one config).
+STATUSES = tuple(Status)
 METRIC_KEYS = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "test_f1",
                "test_loss", "gen_acc", "gen_f1", "gap_acc", "gap_loss")
 
@@ -171,7 +184,7 @@ def set_aside(path: Path, record: RunRecord | None) -> Path:
 # analysis that reads it. Reading validates every field the analysis relies on, so a foreign
 # or hand-edited file is skipped with a reason instead of failing the analysis.
 
-FINISHED_STATUSES = ("completed", "diverged")
+FINISHED_STATUSES = (Status.COMPLETED, Status.DIVERGED)
 # Run axes whose values are numbers (or null); the rest are text (or null).
 NUMERIC_AXES = ("frozen_stages", "lr", "seed", "num_classes", "epochs", "batch_size",
                 "image_size", "num_groups", "lora_rank", "lora_alpha", "surgical_block",
@@ -213,7 +226,7 @@ class RecordError(ValueError):
 class RunRecord:
     """One run's ``result.json`` (DESIGN.md, schema 1). ``extra`` holds any other top-level key."""
 
-    status: str
+    status: Status
     run: dict[str, Any]
     params: dict[str, int] | None
     metrics: dict[str, float | None]
@@ -290,7 +303,7 @@ class RunRecord:
         error = data.get("error")
         if error is not None and not isinstance(error, str):
             raise RecordError("error is not text", _short(error))
-        return cls(status=status, run=run, params=params, metrics=metrics, timing=timing,
+        return cls(status=Status(status), run=run, params=params, metrics=metrics, timing=timing,
                    config_hash=config_hash, error=error, schema=schema,
                    extra={k: v for k, v in data.items() if k not in _FIELDS})
 

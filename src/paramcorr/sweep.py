@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from paramcorr.atomic import OutputError
 from paramcorr.entry import check_appended_keys
-from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, find_record
+from paramcorr.record import NOT_APPLICABLE_NAME, RECORD_NAME, STATUSES, find_record
 
 log = logging.getLogger(__name__)
 STATE_FILE = ".sweep.json"
@@ -241,7 +241,7 @@ class AnalyzeOnEnd(Callback):
         out = sweep_dir / "analysis"
         statuses = [r.status for p in sweep_dir.rglob(RECORD_NAME)
                     if (r := find_record(p)) is not None]
-        counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("completed", "diverged", "failed"))
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in STATUSES)
         log.info("sweep done: %d records (%s), one dir per job under %s", len(statuses), counts,
                  sweep_dir)
         try:

@@ -33,6 +33,7 @@ from paramcorr.analysis.stats import (
     rm_correlations,
     seed_spread,
 )
+from paramcorr.record import Status
 
 __all__ = ["AnalysisResult", "NoRecordsError", "OutDirError", "run_analysis"]
 
@@ -119,7 +120,7 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
              n_boot)
     # The configuration means, once for every table that reads them.
     configs = configuration_means(runs, metrics, col.run_axes)
-    completed = configuration_means(runs, metrics, col.run_axes, statuses=("completed",))
+    completed = configuration_means(runs, metrics, col.run_axes, statuses=(Status.COMPLETED,))
     corr = correlation_table(runs, metrics, n_boot=n_boot, seed=seed, progress=log.info,
                              run_axes=col.run_axes, run_cis=run_cis, configs=configs)
     timings["correlations"] = time.perf_counter() - start
@@ -180,7 +181,7 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
     log.info("wrote %s", out_dir)
     return AnalysisResult(
         out_dir=out_dir, summary=col.summary(), n_files=col.n_files, n_records=col.n_records,
-        n_used=col.n_used, n_completed=col.count("completed"),
-        n_diverged=col.count("diverged"), n_failed=col.count("failed"),
+        n_used=col.n_used, n_completed=col.count(Status.COMPLETED),
+        n_diverged=col.count(Status.DIVERGED), n_failed=col.count(Status.FAILED),
         n_skipped=col.n_skipped, skipped=dict(col.skipped), files=files,
         plots=plots + strategy_plots, timings=timings, cpu_timings=cpu_timings)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from paramcorr.analysis.collect import KNOWN_RUN_AXES, USED_STATUSES
+from paramcorr.record import Status
 
 X = "log10_trainable"
 RUNS_PREFIX = "n_runs:"  # per-metric count of runs behind a configuration mean
@@ -43,7 +44,7 @@ def configuration_means(runs: pd.DataFrame, metrics: list[str],
     values = data[list(metrics)].to_numpy(dtype=float, copy=True)
     values[~np.isfinite(values)] = np.nan  # an infinite score is no score
     data[list(metrics)] = values
-    data["_diverged"] = (runs.loc[keep, "status"] == "diverged").to_numpy()
+    data["_diverged"] = (runs.loc[keep, "status"] == Status.DIVERGED).to_numpy()
     for col in ("params_total", "params_trainable"):
         if col in runs:
             data[col] = pd.to_numeric(runs.loc[keep, col], errors="coerce").astype(float)
@@ -62,6 +63,6 @@ def configuration_means(runs: pd.DataFrame, metrics: list[str],
             out[col] = groups[col].first()
     out["n_runs"] = groups.size()
     out["n_diverged"] = groups["_diverged"].sum().astype(int)
-    out["status"] = np.where(out["n_diverged"] > 0, "diverged", "completed")
+    out["status"] = np.where(out["n_diverged"] > 0, Status.DIVERGED, Status.COMPLETED)
     out = out.reset_index(drop=not keys)
     return out.reset_index(drop=True)

@@ -34,6 +34,7 @@ from paramcorr.analysis.labels import (
     strategy_label,
 )
 from paramcorr.analysis.stats import X, is_number, levels, used_mask
+from paramcorr.record import Status
 from paramcorr.strategy_names import STRATEGY_TERMS
 
 # Writing a PDF subsets its TrueType (Type 42) fonts through fontTools, which logs every
@@ -234,7 +235,7 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
             counts = np.power(10.0, facet[X].to_numpy(float))
             for (freeze, status), idx in facet.groupby([freeze_col, facet["status"]],
                                                        sort=True).indices.items():
-                hollow = status == "diverged"
+                hollow = status == Status.DIVERGED
                 # Many points: rasterized in the PDF (a vector file of 10,000 markers is
                 # slow to write and to open).
                 ax.scatter(counts[idx], facet[metric].to_numpy()[idx], s=size,
@@ -263,7 +264,7 @@ def scatter_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path,
                 ax.set_xlabel(TRAINABLE_LABEL)
             if j == 0:
                 ax.set_ylabel(metric_label(metric))
-    legend_below(fig, _legend_handles(colours, freezes, (data["status"] == "diverged").any(),
+    legend_below(fig, _legend_handles(colours, freezes, (data["status"] == Status.DIVERGED).any(),
                                        fit=fitted), width)
     return save_figure(fig, path)
 

@@ -24,7 +24,7 @@ from statsmodels.stats.anova import anova_lm
 from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES
 from paramcorr.analysis.configurations import RUNS_PREFIX, configuration_means
 from paramcorr.analysis.power import ALPHA, critical_r, detectable_r, f_test_power
-from paramcorr.record import finite_number
+from paramcorr.record import Status, finite_number
 from paramcorr.strategy_names import HEAD_ONLY, STRATEGY_ORDER
 
 X = "log10_trainable"
@@ -456,7 +456,7 @@ def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str],
     conf = corr[(corr["method"] == "pearson") & (corr["unit"] == "configuration")]
     pear = conf.set_index(["scope", "y"])
     if completed is None:
-        completed = configuration_means(runs, wanted, run_axes, statuses=("completed",))
+        completed = configuration_means(runs, wanted, run_axes, statuses=(Status.COMPLETED,))
     sens = _pearson_by_scope(completed, wanted)
     if configs is None:
         configs = configuration_means(runs, wanted, run_axes)
@@ -474,7 +474,7 @@ def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str],
             in_scope &= (used[axis] == value).to_numpy()
         row["n_configs"] = int(scope.mask.sum())
         row["n_runs"] = int(in_scope.sum())
-        row["n_diverged"] = int((used["status"].to_numpy()[in_scope] == "diverged").sum())
+        row["n_diverged"] = int((used["status"].to_numpy()[in_scope] == Status.DIVERGED).sum())
         for m in wanted:
             hit = pear.loc[(scope.name, m)] if (scope.name, m) in pear.index else None
             for col in PAPER_FIELDS:

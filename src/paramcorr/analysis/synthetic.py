@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from paramcorr.record import Status
+
 N_CLASSES = 5
 N_TEST = 180  # accuracies are multiples of 1/N_TEST, as on a real test split
 
@@ -35,7 +37,7 @@ LR_EFFECT = {("adam", 1e-2): -0.25, ("adam", 1e-3): 0.0, ("adam", 1e-4): 0.02,
 
 def make_record(model: str = "resnet50", freeze: str = "base", optimizer: str = "adam",
                 lr: float = 1e-3, seed: int = 0, trainable: int | None = None,
-                metrics: dict | None = None, status: str = "completed",
+                metrics: dict | None = None, status: str = Status.COMPLETED,
                 frozen_stages: int | None = None, total: int | None = None,
                 **run_extra: object) -> dict:
     """One schema-1 record; unspecified metrics are zero, trainable from the model table."""
@@ -48,7 +50,7 @@ def make_record(model: str = "resnet50", freeze: str = "base", optimizer: str = 
             "test_loss", "gen_acc", "gen_f1", "gap_acc", "gap_loss")
     return {
         "schema": 1, "status": status,
-        "error": None if status != "failed" else "RuntimeError: synthetic failure",
+        "error": None if status != Status.FAILED else "RuntimeError: synthetic failure",
         "run": {"model": model, "weights": "imagenet", "freeze": freeze,
                 "frozen_stages": frozen_stages, "num_groups": 6, "optimizer": optimizer,
                 "lr": lr, "seed": seed, "dataset": "digits", "num_classes": N_CLASSES,
@@ -109,13 +111,13 @@ def synthetic_records(n_runs: int = 144, models: tuple[str, ...] = tuple(MODELS)
         total = backbone + head
         frac = {"base": 0.0, "none": 1.0}.get(freeze, 1.0 - 0.2 * (stages or 0))
         trainable = head if freeze == "base" else int(head + frac * backbone)
-        status = "completed"
+        status = Status.COMPLETED
         u = rng.random()
         metrics = _metrics(rng, quality, freeze, frac, optimizer, lr)
         if u < p_failed:
-            status, metrics = "failed", {}
+            status, metrics = Status.FAILED, {}
         elif u < p_failed + p_diverged:
-            status = "diverged"
+            status = Status.DIVERGED
             metrics = {k: (math.nan if "loss" in k else v) for k, v in metrics.items()}
         records.append(make_record(model, freeze, optimizer, lr, seed, trainable=trainable,
                                    metrics=metrics, status=status, frozen_stages=stages,
@@ -210,7 +212,7 @@ def truth_runs(test_slope: dict | float = 0.0, gen_slope: dict | float = 0.0,
     train = test + 0.05 + np.abs(rng.normal(0.0, 0.01, n))
     frame = pd.DataFrame({
         "run_dir": [f"sweep{s}/{i}" for s, i in zip(sweep[rows], range(n), strict=True)],
-        "status": "completed", "error": None, "model": model[rows], "weights": "imagenet",
+        "status": Status.COMPLETED, "error": None, "model": model[rows], "weights": "imagenet",
         "freeze": freeze[rows], "frozen_stages": np.nan, "optimizer": optimizer[rows],
         "lr": lr[rows], "seed": seed, "params_total": total[rows],
         "params_trainable": trainable[rows], "params_frozen": (total - trainable)[rows],

@@ -209,6 +209,7 @@ def test_unreadable_image_is_named_and_can_be_skipped(train_config, tmp_path, ba
     assert record["data"]["train"] + record["data"]["val"] + record["data"]["test"] == 12
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_training_split_works(train_config, tmp_path):
     cfg = train_config("freeze=none", "data.classes=[5,6]", "data.batch_size=100000",
                        "data.eval_batch_size=100000")
@@ -533,6 +534,7 @@ def _truncated_jpeg(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_truncated_jpeg_is_named_and_skipped_on_every_path(train_config, tmp_path):
     root = make_tree(tmp_path / "images")
     path = _truncated_jpeg(root / "train" / "dog" / "cut.jpg")

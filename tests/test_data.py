@@ -47,6 +47,7 @@ def test_generalization_set_is_a_fixed_shift_of_the_test_split():
     assert not torch.equal(other.test.tensors[1], a.test.tensors[1])
 
 
+@pytest.mark.slow
 def test_imagefolder_job_with_splits_generalization_and_augmentation(train_config, tmp_path):
     root = make_tree(tmp_path / "images", splits=("train", "val", "test"))
     shifted = make_tree(tmp_path / "other", splits=("gen",), n=4) / "gen"

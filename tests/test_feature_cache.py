@@ -30,6 +30,7 @@ def key_of(record: dict) -> str:
     return record["feature_cache"]["key"]
 
 
+@pytest.mark.slow
 def test_key_changes_with_what_determines_features_and_only_that(train_config, tmp_path):
     # Two digit classes: the key, not the amount of data, is under test (9 jobs, 6 fills).
     def small(name: str, *overrides: str) -> dict:
@@ -190,6 +191,7 @@ def test_damaged_or_foreign_entries_are_recomputed_and_metrics_equal_the_plain_p
         assert again["metrics"][key] == first["metrics"][key], key
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_dir_runs_without_the_cache(train_config, tmp_path, caplog):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the cache dir should be")
@@ -216,7 +218,11 @@ def test_true_refuses_where_the_cache_cannot_be_used(train_config, tmp_path):
 # --- the head fast path -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("optimizer", "limit"), [("adam", "1.0"), ("sgd", "3"), ("adam", "0.5")])
+# sgd with 3 batches runs in the fast suite; the whole-epoch and half-epoch cases with Adam in
+# the full one (they take several jobs each).
+@pytest.mark.parametrize(("optimizer", "limit"), [
+    pytest.param("adam", "1.0", marks=pytest.mark.slow), ("sgd", "3"),
+    pytest.param("adam", "0.5", marks=pytest.mark.slow)])
 def test_head_fast_path_reproduces_the_per_batch_path_exactly(train_config, tmp_path,
                                                              optimizer, limit):
     from safetensors.torch import load_file

@@ -98,6 +98,7 @@ def _job(train_config, root: Path, out: Path, *extra: str) -> dict:
     return record
 
 
+@pytest.mark.slow
 def test_cached_job_metrics_equal_decoding_and_later_jobs_hit(train_config, jpegs, tmp_path):
     plain = _job(train_config, jpegs, tmp_path / "plain", "data.cache_inputs=false")
     cached = _job(train_config, jpegs, tmp_path / "cached", "data.cache_inputs=true")
@@ -109,6 +110,7 @@ def test_cached_job_metrics_equal_decoding_and_later_jobs_hit(train_config, jpeg
     assert again["input_cache"]["hit"] == {"train": True, "val": True, "test": True}
 
 
+@pytest.mark.slow
 def test_a_damaged_input_entry_is_recomputed(train_config, jpegs, tmp_path, monkeypatch):
     first = _job(train_config, jpegs, tmp_path / "first")
     assert first["input_cache"]["hit"]["train"] is False
@@ -127,6 +129,7 @@ def test_a_damaged_input_entry_is_recomputed(train_config, jpegs, tmp_path, monk
     assert again["metrics"] == first["metrics"]
 
 
+@pytest.mark.slow
 def test_over_the_cap_streams_and_true_refuses(train_config, jpegs, tmp_path, caplog):
     import logging
 

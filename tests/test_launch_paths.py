@@ -27,6 +27,7 @@ def _batches_from_worker_processes() -> list[list[float]]:
     return [batch[0].tolist() for batch in loader]
 
 
+@pytest.mark.slow
 def test_loader_workers_start_inside_a_local_gpus_worker():
     # A local_gpus worker is a loky process; loader workers started there used to go through
     # loky's Popen and die with "'Process' object has no attribute 'env'".

@@ -26,6 +26,7 @@ def _run(cfg) -> dict:
     return record
 
 
+@pytest.mark.slow
 def test_csv_default_gets_curves_and_final_metrics(train_config):
     cfg = train_config(*SHORT)
     assert cfg.logger._target_.endswith("csv_logger")  # CSV stays the default
@@ -58,6 +59,7 @@ def test_tensorboard_logger_writes_scalars_tensorboard_reads(train_config):
     assert events.Scalars("params/trainable")[-1].value == record["params"]["trainable"]
 
 
+@pytest.mark.slow
 def test_mlflow_logger_writes_a_run_mlflow_search_runs_finds(train_config, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
 
@@ -89,6 +91,7 @@ def test_mlflow_tracking_uri_made_absolute_and_servers_left_alone(tmp_path, monk
     assert local_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
 
 
+@pytest.mark.slow
 def test_wandb_logger_writes_an_offline_run(train_config, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default, not the env's

@@ -49,6 +49,7 @@ def probe_heads(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_the_probe_on_cached_features_matches_the_probe_on_images(train_config, tmp_path,
                                                                    probe_heads):
     from safetensors.torch import load_file
@@ -110,6 +111,7 @@ def test_the_backbone_is_untouched_by_the_probe_through_images(train_config, tmp
     assert changed == head
 
 
+@pytest.mark.slow
 def test_lpft_shares_base_s_cache_entry_and_is_the_same_warm_or_cold(train_config, tmp_path):
     cold = _run(train_config, tmp_path, "cold", *LPFT)
     warm = _run(train_config, tmp_path, "warm", *LPFT)
@@ -133,6 +135,7 @@ def test_lpft_shares_base_s_cache_entry_and_is_the_same_warm_or_cold(train_confi
     assert cold.timing["features_s"] > 0
 
 
+@pytest.mark.slow
 def test_cache_features_true_holds_for_lpft_and_refuses_with_augmentation(train_config,
                                                                           tmp_path):
     ok = _run(train_config, tmp_path, "ok", "freeze=lpft", "trainer.max_epochs=2",

@@ -75,7 +75,7 @@ def test_worker_processes_train_on_the_same_batches(train_config, tmp_path):
 
 
 # lpft: its probe phase on the cache, then fine-tuning on images from the head it trained.
-@pytest.mark.parametrize("freeze", ["base", "lpft"])
+@pytest.mark.parametrize("freeze", ["base", pytest.param("lpft", marks=pytest.mark.slow)])
 def test_the_feature_cache_trains_on_the_same_batches(train_config, tmp_path, freeze):
     root = make_tree(tmp_path / "images", n=10)
     cache = f"paths.cache_dir={tmp_path / 'cache'}"

@@ -40,6 +40,7 @@ def test_the_wide_preset_sweeps_every_strategy_of_the_strategies_preset_on_its_b
     assert seen == set(STRATEGY_ORDER)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes", [5, 10, 12])
 def test_trainable_counts_of_the_wide_preset_span_four_decades(train_config, classes) -> None:
     pytest.importorskip("peft")  # the grid holds LoRA ranks

@@ -28,17 +28,18 @@ from scipy import stats
 from statsmodels.stats.power import normal_power
 
 from paramcorr.analysis.configurations import RUNS_PREFIX
-from paramcorr.analysis.power import ALPHA, REFERENCE_R, power_to_detect
-from paramcorr.analysis.stats import (
+from paramcorr.analysis.power import REFERENCE_R, power_to_detect
+from paramcorr.analysis.stats import holm_adjust, pearson_fields
+from paramcorr.analysis.vocab import (
+    ALPHA,
+    CELL_AXES,
     CONFIDENCE,
     CONFIRMATORY_METRICS,
     POOLED,
     X,
     format_value,
-    holm_adjust,
     is_number,
     levels,
-    pearson_fields,
     used_mask,
 )
 
@@ -83,27 +84,28 @@ CLAIMS = {
 
 RULES = {
     "a": "Per optimizer x lr cell, Pearson r of log10 trainable parameters with test_acc "
-         "over configurations. A cell *supports* a when r > 0 with p < 0.05, uncorrected: "
+         f"over configurations. A cell *supports* a when r > 0 with p < {ALPHA}, uncorrected: "
          "'every cell is positive' is an intersection-union test, which rejects its null "
          "(some cell is not positive) only when every cell rejects, so its error rate is at "
          "most that of one cell test and a correction across cells would only cost power. "
-         "A cell *contradicts* a when r < 0 with p < 0.05 after Holm over the cells: 'some "
+         f"A cell *contradicts* a when r < 0 with p < {ALPHA} after Holm over the cells: 'some "
          "cell is negative' is a union, which does need the correction. Claim a is "
          "supported when every cell supports it, contradicted when any cell contradicts "
          "it, inconclusive otherwise. The summary row shows the smallest cell r and the "
          "largest cell p (the intersection-union p), or the contradicting cell.",
     "b": "Per cell and generalization metric (gen_acc paired with test_acc, gen_f1 with "
          "test_f1): the gen correlation r_gen (Pearson, Holm within `confirmatory: pooled`) "
-         "and the difference r_gen - r_test, with a 95% CI from a paired bootstrap over "
+         f"and the difference r_gen - r_test, with a {CONFIDENCE:.0%} CI from a paired "
+         "bootstrap over "
          f"configurations ({CI_RESAMPLES} resamples, percentile) and a two-sided p from a "
          "paired permutation test (gen and test scores, standardized, swapped within "
          f"configurations; exact up to 13 configurations, else {DIFF_RESAMPLES} "
          f"permutations), Holm-corrected over every cell x metric comparison (family "
          f"`{CLAIM_B_FAMILY}`). A cell *supports* b when, for some gen metric, either "
          "(falls) r_gen is significantly negative (Holm) and gen also falls relative to "
-         "test (r_gen - r_test < 0 with uncorrected p < 0.05: a collapse that takes test "
+         f"test (r_gen - r_test < 0 with uncorrected p < {ALPHA}: a collapse that takes test "
          "accuracy down with it says nothing about generalization in particular), or (lags) "
-         "r_gen is not significantly positive (uncorrected p >= 0.05 or r_gen <= 0) and is "
+         f"r_gen is not significantly positive (uncorrected p >= {ALPHA} or r_gen <= 0) and is "
          "significantly smaller than r_test (Holm). It *contradicts* b when, for both gen "
          "metrics, r_gen is significantly positive (Holm). Claim b is supported when some "
          "cell supports it, contradicted when every cell contradicts it, inconclusive "
@@ -119,8 +121,8 @@ RULES = {
          "z = atanh(r) between this cell and each other cell, a two-sided normal test with "
          "variance 1 / (n1 - 3) + 1 / (n2 - 3) (the cells hold different configurations, "
          "so the correlations are independent). *Supported* when, for both gen metrics, "
-         "the cell's r is positive with p < 0.05 and greater than every other cell's with "
-         "p < 0.05: 'becomes positive' is a contrast, and each part must hold, an "
+         f"the cell's r is positive with p < {ALPHA} and greater than every other cell's with "
+         f"p < {ALPHA}: 'becomes positive' is a contrast, and each part must hold, an "
          "intersection-union test needing no correction. *Contradicted* when, for some gen "
          "metric, the cell's r is significantly negative or significantly smaller than "
          "every other cell's (Holm over these up to four tests: a union), *inconclusive* "
@@ -128,11 +130,11 @@ RULES = {
          "part).",
 }
 FAMILIES = {
-    "a": "each cell at alpha 0.05 uncorrected for support (intersection-union), Holm over "
+    "a": f"each cell at alpha {ALPHA} uncorrected for support (intersection-union), Holm over "
          "the cells for a contradiction",
     "b": f"r_gen: Holm within `{POOLED}`; r_gen - r_test: Holm within `{CLAIM_B_FAMILY}` "
          "(every cell x gen metric)",
-    "c": "each part at alpha 0.05 for support (intersection-union), Holm over the "
+    "c": f"each part at alpha {ALPHA} for support (intersection-union), Holm over the "
          "contradiction tests",
 }
 POWER_NOTE = (f"`power`: the probability that the test behind the verdict detects a true "
@@ -141,7 +143,7 @@ POWER_NOTE = (f"`power`: the probability that the test behind the verdict detect
               "the smallest of its cells'. A low value makes an inconclusive verdict "
               "uninformative rather than evidence of no effect. 0 where the test cannot "
               "reach significance at this n; empty for claim b's permutation test "
-              "otherwise. `p_holm`: the p compared with 0.05 after the claim's own "
+              f"otherwise. `p_holm`: the p compared with {ALPHA} after the claim's own "
               "correction (equal to p where the rule needs none).")
 ROUTES = ("positive", "negative", "not significant", "not estimable", "no cells", "falls",
           "lags", "rises", "untestable", "no evidence", "greater", "smaller",
@@ -200,11 +202,11 @@ def confirmatory_cells(configs: pd.DataFrame) -> pd.DataFrame:
     cols = ["scope", "y", "optimizer", "lr", "n", "n_runs", "r", "p", "ci_low", "ci_high",
             "p_holm", "alpha_holm"]
     metrics = [m for m in CONFIRMATORY_METRICS if m in configs]
-    if configs.empty or not {"optimizer", "lr"} <= set(configs) or not metrics:
+    if configs.empty or not set(CELL_AXES) <= set(configs) or not metrics:
         return pd.DataFrame(columns=cols)
     usable = configs[used_mask(configs)]
     rows = []
-    for (opt, lr), cell in usable.groupby(["optimizer", "lr"], sort=True):
+    for (opt, lr), cell in usable.groupby(list(CELL_AXES), sort=True):
         scope = f"optimizer={format_value('optimizer', opt)},lr={format_value('lr', lr)}"
         x_all = cell[X].to_numpy(dtype=float)
         for m in metrics:
@@ -239,7 +241,7 @@ def _diverged_in(configs: pd.DataFrame, cells: list) -> dict[str, int]:
 # --- claim a -----------------------------------------------------------------------------
 
 def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> list[dict]:
-    stat = "pearson r(log10_trainable, test_acc), configurations"
+    stat = f"pearson r({X}, test_acc), configurations"
     rows = [_get(pooled, scope, "test_acc") for _, _, scope in cells]
     if not cells or any(r is None for r in rows):
         return [_row("a", EVERY_CELL, stat, verdict=INCONCLUSIVE, route="no cells",
@@ -445,7 +447,7 @@ def _b_flags(comp: pd.DataFrame) -> pd.DataFrame:
 
 
 def _b_r_gen(c: pd.Series) -> dict:
-    return dict(statistic=f"pearson r(log10_trainable, {c['gen']}), configurations",
+    return dict(statistic=f"pearson r({X}, {c['gen']}), configurations",
                 estimate=c["r_gen"], ci_low=c["r_gen_low"], ci_high=c["r_gen_high"],
                 p=c["p_gen"], p_holm=c["p_holm_gen"], metric=c["gen"], n=c["n"],
                 n_runs=c["n_runs"], alpha=ALPHA,
@@ -606,7 +608,7 @@ def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dic
         tests.append(dict(kind="r", metric=gen, estimate=row["r"], ci_low=row["ci_low"],
                           ci_high=row["ci_high"], p=row["p"], n=n, n_runs=row["n_runs"],
                           power=power_to_detect(n, REFERENCE_R, ALPHA),
-                          statistic=f"pearson r(log10_trainable, {gen}), configurations"))
+                          statistic=f"pearson r({X}, {gen}), configurations"))
         pairs = []
         for o, v, other in cells:
             hit = _get(pooled, other, gen)
@@ -622,7 +624,7 @@ def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dic
             test = dict(kind=kind, metric=gen, n=n, n_runs=row["n_runs"], estimate=math.nan,
                         ci_low=math.nan, ci_high=math.nan, p=math.nan, other="",
                         power=_contrast_power(n, [pr[1] for pr in pairs]),
-                        statistic=f"Fisher z of r(log10_trainable, {gen}) minus the "
+                        statistic=f"Fisher z of r({X}, {gen}) minus the "
                                   f"closest other cell's (is it {kind} every other cell?)")
             if pairs:
                 k = int(pick(z))

@@ -17,7 +17,8 @@ import pingouin
 from scipy import stats
 from statsmodels.stats.power import FTestPower
 
-ALPHA = 0.05
+from paramcorr.analysis.vocab import ALPHA
+
 POWER = 0.8
 REFERENCE_R = 0.5  # Cohen's "large" correlation: the effect the claims' power refers to
 REFERENCE_F2 = 0.15  # Cohen's "medium" f^2 for the F test of equal slopes

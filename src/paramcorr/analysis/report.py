@@ -18,24 +18,29 @@ from paramcorr.analysis.claims import (
     SUPPORTED,
     pooled_rows,
 )
-from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES, Collection
+from paramcorr.analysis.collect import Collection
 from paramcorr.analysis.escape import md_cell, md_code, md_text
 from paramcorr.analysis.power import REFERENCE_F2, REFERENCE_R
 from paramcorr.analysis.stats import (
     BCA_MAX_N,
     BOOT_MIN_RESAMPLES,
     BOOT_WORK,
+    NO_RUN_CI,
+    family_sizes,
+)
+from paramcorr.analysis.vocab import (
+    ALPHA,
+    CONFIDENCE,
+    DISPLAYED_METRICS,
     EXPLORATORY,
     MODEL_METRICS,
-    NO_RUN_CI,
     POOLED,
+    USED_STATUSES,
     X,
-    family_sizes,
     format_value,
+    is_cell,
     is_number,
 )
-
-ALPHA = 0.05
 
 
 @dataclass
@@ -120,15 +125,6 @@ def _corr_phrase(row: pd.Series) -> str:
            f"p_holm={fp(row['p_holm'])}"
 
 
-def _is_cell(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose scope is an optimizer x lr cell (scope axes are columns, not parsed)."""
-    return frame["optimizer"].notna() & frame["lr"].notna()
-
-
-def _pooled_cell(frame: pd.DataFrame) -> pd.Series:
-    return _is_cell(frame) & frame["freeze"].isna()
-
-
 def _config_rows(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "unit" not in frame:
         return frame
@@ -162,7 +158,7 @@ def _claims_section(inp: ReportInputs) -> list[str]:
                        if isinstance(r.verdict_without_diverged, str) else "n/a")
             rows.append([r.claim, md_code(r.scope), f"{fr(r.estimate)}{ci}", fp(r.p_holm),
                          fpct(r.power), f"**{r.verdict}**", without, r.reason])
-        lines += [md_table(["claim", "scope", "estimate [95% CI]", "p_holm", "power",
+        lines += [md_table(["claim", "scope", f"estimate [{CONFIDENCE:.0%} CI]", "p_holm", "power",
                             "verdict", "without diverged", "reason"], rows), "",
                   "Statistic per row: claims.csv (`statistic`); LaTeX: claims.tex.", ""]
     lines += ["### Decision rules (fixed before the numbers)", ""]
@@ -401,11 +397,12 @@ def _how_to_read(inp: ReportInputs) -> list[str]:
         "## How to read this", "",
         "Each run fine-tunes one pretrained architecture with one optimizer, learning rate "
         "(lr), freeze strategy and seed. The question is whether configurations that train "
-        "more parameters reach higher accuracy. The x variable is `log10_trainable`, the "
+        f"more parameters reach higher accuracy. The x variable is `{X}`, the "
         "base-10 log of the number of trainable parameters (so +1 means ten times more). "
         "`r` is a correlation in a slice (a *scope*, e.g. adam with lr=0.001): +1 means more "
         "trainable parameters always go with a higher score, 0 no linear/rank association. "
-        "Brackets hold 95% confidence intervals. The **unit** is the configuration (all run "
+        f"Brackets hold {CONFIDENCE:.0%} confidence intervals. The **unit** is the "
+        "configuration (all run "
         "axes except the seed, scores averaged over seeds); correlations.csv also keeps "
         "run-level rows (`unit=run`), which are exploratory only because seeds of a "
         "configuration are not independent. `p` is the chance of an |r| this large with no "
@@ -413,7 +410,7 @@ def _how_to_read(inp: ReportInputs) -> list[str]:
         "within a declared **family**: the paper table on configurations is confirmatory "
         "(pooled over strategies, and within each strategy, one family each), everything "
         f"else is exploratory. Family sizes: {fam}. A result *survives Holm* when "
-        "p_holm < 0.05. Metrics: `test_acc`/`test_f1` are accuracy and macro F1 on the "
+        f"p_holm < {ALPHA}. Metrics: `test_acc`/`test_f1` are accuracy and macro F1 on the "
         "held-out test split; `gen_acc`/`gen_f1` the same on the shifted generalization set; "
         "`gap_acc` = train_acc - test_acc (overfitting).", ""]
 
@@ -434,14 +431,14 @@ def _paper_rows(table: pd.DataFrame, metrics: list[str]) -> list[list[str]]:
 
 
 def _paper_section(inp: ReportInputs) -> list[str]:
-    metrics = [m for m in MAIN_METRICS if m in inp.collection.metrics]
+    metrics = [m for m in DISPLAYED_METRICS if m in inp.collection.metrics]
     lines = ["## The paper's table", "",
              "Pearson r of log10 trainable parameters with each metric over configurations, "
              "one row per optimizer x learning rate; `n` = configurations (runs), `div` = "
              "diverged runs among them. **Bold**: survives Holm within the table's "
-             "confirmatory family. `critical |r|`: the |r| that just reaches p < 0.05 (a true "
+             f"confirmatory family. `critical |r|`: the |r| that just reaches p < {ALPHA} (a true "
              "r of that size is found only about half the time); `|r| 80%`: the true |r| "
-             "detected with 80% power at alpha 0.05; `|r| 80% Holm`: the same at the family's "
+             f"detected with 80% power at alpha {ALPHA}; `|r| 80% Holm`: the same at the family's "
              "strictest Holm step (alpha / m).", ""]
     if inp.paper.empty or not metrics:
         return [*lines, "No optimizer x lr cells with usable runs.", ""]
@@ -521,7 +518,7 @@ def _findings(inp: ReportInputs) -> list[str]:
     if len(explo):
         k = int((explo["p_bh"] < ALPHA).sum())
         lines.append(f"- Exploratory (Pearson, configurations): {k} of {len(explo)} slices "
-                     "have BH-adjusted p < 0.05 (family of "
+                     f"have BH-adjusted p < {ALPHA} (family of "
                      f"{sizes.get(EXPLORATORY, 0)} tests, all methods and units).")
     paper = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
     for _, row in paper.iterrows():
@@ -541,7 +538,7 @@ def _findings(inp: ReportInputs) -> list[str]:
     if len(cells):
         row = cells.iloc[len(cells) // 2]
         lines.append(f"- Power: with {n_phrase(row['n_configs'], row['n_runs'])} per cell, "
-                     f"|r| >= {fr(row['critical_r'])} reaches p < 0.05, a true |r| of "
+                     f"|r| >= {fr(row['critical_r'])} reaches p < {ALPHA}, a true |r| of "
                      f"{fr(row['r80'])} is found with 80% power, and {fr(row['r80_holm'])} at "
                      "the confirmatory Holm threshold.")
     return [*lines, ""]
@@ -584,7 +581,7 @@ def _rm_cells(rm: pd.DataFrame) -> pd.DataFrame:
     rm = _config_rows(rm)
     if rm.empty:
         return rm
-    return rm[rm["applicable"] & _pooled_cell(rm)]
+    return rm[rm["applicable"] & is_cell(rm, pooled=True)]
 
 
 def _rm_finding(rm: pd.DataFrame) -> list[str]:
@@ -599,7 +596,7 @@ def _rm_finding(rm: pd.DataFrame) -> list[str]:
     sig_neg = int((neg["p"] < ALPHA).sum())
     text = (f"- Within an architecture (rmcorr per optimizer x lr cell, test_acc, "
             f"configurations): the slope is positive in {len(pos)} of {len(cells)} cells "
-            f"({sig_pos} with p < 0.05) and negative in {len(neg)} ({sig_neg} with p < 0.05)")
+            f"({sig_pos} with p < {ALPHA}) and negative in {len(neg)} ({sig_neg} with p < {ALPHA})")
     if len(pos) and len(neg):
         text += "; the cells disagree in sign, so no pooled within-architecture slope is given."
     else:
@@ -643,7 +640,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
     lines = ["### Within architecture: repeated-measures and partial correlation", "",
              "Repeated-measures correlation (rmcorr; architecture = subject) on configurations, "
              "one per optimizer x lr cell (cells are never pooled: their slopes may differ in "
-             "sign): ANCOVA `y ~ C(model) + log10_trainable` (statsmodels OLS), r_rm = sign(b) "
+             f"sign): ANCOVA `y ~ C(model) + {X}` (statsmodels OLS), r_rm = sign(b) "
              "* sqrt(SS_x / (SS_x + SS_resid)), p from the type-II ANOVA table. It asks: within "
              "one architecture, do configurations with more trainable parameters (partial "
              "freezing, or frozen vs full fine-tuning) score higher? `slope` is the change in "
@@ -666,7 +663,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
                 for r in keep.itertuples()]
         if rows:
             lines += [md_table(["cell", "metric", "configurations", "models", "r_rm", "p",
-                                "slope per decade [95% CI]"], rows), ""]
+                                f"slope per decade [{CONFIDENCE:.0%} CI]"], rows), ""]
         na = rm[~rm["applicable"]]["scope"].unique()
         if len(na):
             lines += [f"Not applicable in {len(na)} scopes where each architecture has one "
@@ -675,16 +672,16 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
     part = _config_rows(inp.partial)
     if not part.empty:
         size = part[(part["control"] == "architecture size") & part["applicable"]
-                    & part["y"].isin(MAIN_METRICS) & ~(_is_cell(part) & part["freeze"].notna())]
+                    & part["y"].isin(DISPLAYED_METRICS) & ~(is_cell(part) & part["freeze"].notna())]
         if len(size):
             lines += ["Partial correlation controlling for architecture *size* (log10 total "
-                      "parameters as a covariate; OLS t-value of log10_trainable; "
+                      f"parameters as a covariate; OLS t-value of {X}; "
                       "configurations): does the trainable count matter beyond how big the "
                       "network is?", ""]
             wide = size.pivot(index="scope", columns="y", values="r").reindex(
                 index=list(dict.fromkeys(size["scope"])))
             pw = size.pivot(index="scope", columns="y", values="p").reindex(index=wide.index)
-            metrics = [m for m in MAIN_METRICS if m in wide.columns]
+            metrics = [m for m in DISPLAYED_METRICS if m in wide.columns]
             rows = [[md_code(s), *(f"{fr(wide.at[s, m])} (p={fp(pw.at[s, m])})" for m in metrics)]
                     for s in wide.index]
             lines += [md_table(["scope", *(f"{m} partial r" for m in metrics)], rows), ""]
@@ -693,9 +690,10 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
 
 def _regression_section(inp: ReportInputs) -> list[str]:
     lines = ["### Regression with optimizer x lr interaction", "",
-             "OLS `y ~ log10_trainable * C(optimizer) * C(lr)` per metric (statsmodels) on "
+             f"OLS `y ~ {X} * C(optimizer) * C(lr)` per metric (statsmodels) on "
              "configurations. Below: the slope of each metric on log10 trainable parameters "
-             "in each optimizer x lr cell (change per tenfold more trainable parameters, 95% "
+             "in each optimizer x lr cell (change per tenfold more trainable parameters, "
+             f"{CONFIDENCE:.0%} "
              "CI), from the equivalent cell-means fit; the F-test asks whether the slope is "
              "the same in every cell, and its power says how large a difference it could "
              f"see (Cohen's f^2 = {REFERENCE_F2}). Full coefficient table: regression.csv "
@@ -728,7 +726,8 @@ def _regression_section(inp: ReportInputs) -> list[str]:
 def _divergence_section(inp: ReportInputs) -> list[str]:
     lines = ["### Divergence as an outcome", "",
              "Diverged runs (non-finite loss) per scope, and across configurations the "
-             "Pearson r (Fisher-z 95% CI) of each configuration's diverged share with log10 "
+             f"Pearson r (Fisher-z {CONFIDENCE:.0%} CI) of each configuration's diverged "
+             "share with log10 "
              "trainable parameters (divergence.csv).", ""]
     div = inp.divergence
     if div.empty:
@@ -737,7 +736,7 @@ def _divergence_section(inp: ReportInputs) -> list[str]:
              f"{fr(r.r)} [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.r) else "n/a",
              fp(r.p)] for r in div.itertuples()]
     return [*lines, md_table(["scope", "configurations", "runs", "diverged", "rate",
-                              "r with log10 trainable [95% CI]", "p"], rows), ""]
+                              f"r with log10 trainable [{CONFIDENCE:.0%} CI]", "p"], rows), ""]
 
 
 def _seed_section(inp: ReportInputs) -> list[str]:
@@ -762,9 +761,9 @@ def _power_section(inp: ReportInputs) -> list[str]:
     pear = inp.corr[(inp.corr["method"] == "pearson") & (inp.corr["n"] >= 3)]
     lines = ["### Power", "",
              "Per slice size n (configurations or runs): the critical |r| (the |r| that just "
-             "reaches two-sided p < 0.05, t test with df = n - 2: a true r of that size is "
+             f"reaches two-sided p < {ALPHA}, t test with df = n - 2: a true r of that size is "
              "detected only about half the time) and the |r| detected with 80% power at alpha "
-             "0.05 (pingouin `power_corr`). For the confirmatory families the 80%-power |r| "
+             f"{ALPHA} (pingouin `power_corr`). For the confirmatory families the 80%-power |r| "
              "at the strictest Holm step (alpha / m) is in the paper table and power.csv.", ""]
     if pear.empty:
         return [*lines, "No slice has 3 or more points.", ""]
@@ -782,10 +781,10 @@ def _power_section(inp: ReportInputs) -> list[str]:
 def _method_section(inp: ReportInputs) -> list[str]:
     boot = inp.corr[inp.corr["n_resamples"] > 0]
     lines = ["### Methods", "",
-             "- Pearson r and p: `scipy.stats.pearsonr`; 95% CI by Fisher z "
+             f"- Pearson r and p: `scipy.stats.pearsonr`; {CONFIDENCE:.0%} CI by Fisher z "
              "(`confidence_interval`).",
              "- Spearman and Kendall (tau-b) r and p: `scipy.stats.spearmanr` / `kendalltau`; "
-             f"95% CI: `scipy.stats.bootstrap`, pairs resampled (configurations for "
+             f"{CONFIDENCE:.0%} CI: `scipy.stats.bootstrap`, pairs resampled (configurations for "
              f"`unit=configuration`), seed {inp.seed}, BCa for n <= {BCA_MAX_N}, percentile "
              "above.",
              "- Holm (one vectorised step-down pass, tested equal to statsmodels' "
@@ -838,7 +837,7 @@ def _plots_section(inp: ReportInputs, out_dir: Path) -> list[str]:
                    "architecture, marker = freeze strategy, hollow = diverged; dashed = OLS "
                    "fit on configuration means per panel (r and n in the title).",
         "heatmap": "Pearson r over configurations per metric (rows) and optimizer x lr cell "
-                   "(columns), pooled and within each freeze strategy; * = Holm p < 0.05 "
+                   f"(columns), pooled and within each freeze strategy; * = Holm p < {ALPHA} "
                    "within the confirmatory family.",
         "partial": "Partial freezing: test_acc vs trainable parameters within each "
                    "architecture.",

@@ -21,26 +21,35 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
-from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES
 from paramcorr.analysis.configurations import RUNS_PREFIX, configuration_means
-from paramcorr.analysis.power import ALPHA, critical_r, detectable_r, f_test_power
-from paramcorr.record import Status, finite_number
-from paramcorr.strategy_names import HEAD_ONLY, STRATEGY_ORDER
+from paramcorr.analysis.power import critical_r, detectable_r, f_test_power
+from paramcorr.analysis.vocab import (  # noqa: F401  (re-exported: importers read them here)
+    ALPHA,
+    CELL_AXES,
+    CONFIDENCE,
+    CONFIRMATORY_METRICS,
+    EXPLORATORY,
+    FREEZE_ORDER,
+    METHODS,
+    MODEL_METRICS,
+    POOLED,
+    SCOPE_AXES,
+    UNITS,
+    Scope,
+    X,
+    format_value,
+    is_cell,
+    is_number,
+    levels,
+    scopes,
+    strategy_family,
+    used_mask,
+)
+from paramcorr.record import Status
+from paramcorr.strategy_names import HEAD_ONLY
 
-X = "log10_trainable"
-METHODS = ("pearson", "spearman", "kendall")
 CORR_COLUMNS = ["scope", "x", "y", "method", "n", "r", "p", "ci_low", "ci_high",
                 "p_holm", "p_bh", "unit", "family"]
-SCOPE_AXES = ("optimizer", "lr", "freeze")
-UNITS = ("run", "configuration")
-# The paper table's outcomes: the confirmatory families test these, on configurations.
-CONFIRMATORY_METRICS = MAIN_METRICS
-POOLED = "confirmatory: pooled"
-EXPLORATORY = "exploratory"
-FREEZE_ORDER = STRATEGY_ORDER  # the strategies' one vocabulary (paramcorr.strategy_names)
-# The outcomes the beyond-paper models are fitted to: the paper's four plus the gap.
-MODEL_METRICS = (*MAIN_METRICS, "gap_acc")
-CONFIDENCE = 0.95
 
 # Bootstrap cost control: a CI costs about n * n_resamples. Slices with n > BOOT_WORK /
 # n_boot get fewer resamples (never under BOOT_MIN_RESAMPLES). They are the large slices,
@@ -51,75 +60,6 @@ BOOT_MIN_RESAMPLES = 100
 BCA_MAX_N = 300  # BCa's jackknife is O(n^2); beyond this percentile CIs are used
 DEGENERATE_MAX_SHARE = 0.1  # more undefined resamples than this: no CI at all
 BATCH_CELLS = 500_000  # working elements per vectorized call: bounds memory, stays in cache
-
-
-@dataclass(frozen=True)
-class Scope:
-    """A slice of the runs: its name as written in correlations.csv, and which rows."""
-
-    name: str
-    axes: dict
-    mask: np.ndarray
-
-
-def format_value(axis: str, value: object) -> str:
-    """A run-axis value as written in runs.csv (lr via ``repr(float)``)."""
-    if axis == "lr":
-        return repr(float(value))
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def is_number(value: object) -> bool:
-    """Is ``value`` a finite real number (not None, NaN, inf, a string or a bool)?"""
-    return finite_number(value) is not None
-
-
-def levels(frame: pd.DataFrame, axis: str) -> list:
-    """The values of ``axis`` present, in the one order every table and figure uses.
-
-    freeze: the strategies' vocabulary order, then others by name; other axes: numbers
-    ascending, then strings by name. Empty when the column is absent.
-    """
-    if axis not in frame:
-        return []
-    values = frame[axis].dropna().unique().tolist()
-    if axis == "freeze":
-        known = [v for v in FREEZE_ORDER if v in values]
-        return known + sorted((v for v in values if v not in FREEZE_ORDER), key=str)
-    return sorted(values, key=lambda v: (isinstance(v, str), v if not isinstance(v, str)
-                                         else 0, str(v)))
-
-
-def scopes(runs: pd.DataFrame) -> list[Scope]:
-    """all; each freeze; each optimizer x lr; each optimizer x lr x freeze (present ones)."""
-    out = [Scope("all", {}, np.ones(len(runs), dtype=bool))]
-    axes = [a for a in SCOPE_AXES if a in runs.columns and runs[a].notna().any()]
-    values = {a: levels(runs, a) for a in axes}
-    masks = {a: {v: (runs[a] == v).to_numpy() for v in values[a]} for a in axes}
-
-    def combos(names: list[str]) -> None:
-        if not all(a in axes for a in names):
-            return
-        grid = [[]]
-        for a in names:
-            grid = [[*g, (a, v)] for g in grid for v in values[a]]
-        for combo in grid:
-            mask = np.logical_and.reduce([masks[a][v] for a, v in combo])
-            if mask.any():
-                name = ",".join(f"{a}={format_value(a, v)}" for a, v in combo)
-                out.append(Scope(name, dict(combo), mask))
-
-    combos(["freeze"])
-    combos(["optimizer", "lr"])
-    combos(["optimizer", "lr", "freeze"])
-    return out
-
-
-def used_mask(runs: pd.DataFrame) -> np.ndarray:
-    """Runs that enter statistics: completed or diverged (failed ones are only listed)."""
-    return runs["status"].isin(USED_STATUSES).to_numpy()
 
 
 # --- batched rank statistics fed to scipy.stats.bootstrap -----------------------------
@@ -348,11 +288,9 @@ def families(table: pd.DataFrame) -> pd.Series:
     each strategy (``confirmatory: freeze=<s>``), one family each. Everything else, the
     run-level rows included, is one exploratory family.
     """
-    cell = table["optimizer"].notna() & table["lr"].notna()
-    confirm = (cell & (table["unit"] == "configuration") & (table["method"] == "pearson")
+    confirm = (is_cell(table) & (table["unit"] == "configuration") & (table["method"] == "pearson")
                & table["y"].isin(CONFIRMATORY_METRICS))
-    within = [POOLED if pd.isna(f) else f"confirmatory: freeze={format_value('freeze', f)}"
-              for f in table["freeze"]]
+    within = [POOLED if pd.isna(f) else strategy_family(f) for f in table["freeze"]]
     return pd.Series(np.where(confirm, within, EXPLORATORY), index=table.index)
 
 
@@ -464,7 +402,7 @@ def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str],
     used = runs[used_mask(runs)]
     rows = []
     for scope in scopes(configs):
-        if not {"optimizer", "lr"} <= set(scope.axes) or set(scope.axes) - set(SCOPE_AXES):
+        if not scope.is_cell:
             continue
         row = {"strategy": scope.axes.get("freeze", "pooled"),
                "optimizer": scope.axes["optimizer"], "lr": float(scope.axes["lr"]),
@@ -625,8 +563,8 @@ class _Slice:
 
     def dummies(self) -> np.ndarray:
         """Treatment-coded architecture indicators (first present level dropped)."""
-        levels = np.unique(self.model)
-        return (self.model[:, None] == levels[None, 1:]).astype(float)
+        present = np.unique(self.model)
+        return (self.model[:, None] == present[None, 1:]).astype(float)
 
 
 def _slices(runs: pd.DataFrame, metrics: list[str]):
@@ -743,7 +681,7 @@ def regression(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd
     so "no detectable difference" can be read with the power it had. Returns
     (coefficients with 95% CIs, per-cell slopes).
     """
-    axes = [a for a in ("optimizer", "lr") if a in runs]
+    axes = [a for a in CELL_AXES if a in runs]
     frame = runs.loc[used_mask(runs), [X, *axes, *(m for m in MODEL_METRICS if m in metrics)]]
     frame = frame[np.isfinite(frame[X].to_numpy(dtype=float))].dropna(subset=axes)
     if "lr" in frame:

@@ -28,10 +28,10 @@ from matplotlib.lines import Line2D
 from scipy import special
 
 from paramcorr.analysis import plots
-from paramcorr.analysis.collect import MAIN_METRICS
 from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.labels import TRAINABLE_LABEL, metric_label, strategy_label
-from paramcorr.analysis.stats import X, adjust_pvalues, levels, pearson_fields, used_mask
+from paramcorr.analysis.stats import adjust_pvalues, pearson_fields
+from paramcorr.analysis.vocab import DISPLAYED_METRICS, X, levels, used_mask
 from paramcorr.strategy_names import marker
 
 EFFECTIVE_ROBUSTNESS = "effective_robustness"
@@ -263,7 +263,7 @@ def write_tables(dose: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> dict
 def analyse(configs: pd.DataFrame, metrics: list[str], colours: dict, out_dir: Path,
             plot_dir: Path) -> tuple[list[str], dict[str, Path], list[Path]]:
     """Everything of this module for one analysis: report lines, files, plots."""
-    wanted = [m for m in (*MAIN_METRICS, EFFECTIVE_ROBUSTNESS) if m in metrics]
+    wanted = [m for m in (*DISPLAYED_METRICS, EFFECTIVE_ROBUSTNESS) if m in metrics]
     dose = dose_response(configs, wanted)
     table = strategies_table(configs, metrics)
     plot_dir.mkdir(parents=True, exist_ok=True)

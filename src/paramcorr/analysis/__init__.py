@@ -18,21 +18,15 @@ from paramcorr.analysis import strategy_stats
 from paramcorr.analysis.claims import CLAIMS_COLUMNS, evaluate_claims
 from paramcorr.analysis.collect import Collection, NoRecordsError, check_sweep_dirs, collect_runs
 from paramcorr.analysis.configurations import configuration_means
+from paramcorr.analysis.correlations import correlation_table
 from paramcorr.analysis.latex import write_latex
+from paramcorr.analysis.models import partial_correlations, regression, rm_correlations
 from paramcorr.analysis.outdir import OutDirError, check_out_dir, make_out_dir
 from paramcorr.analysis.plots import make_plots, model_colours
+from paramcorr.analysis.power import power_table
 from paramcorr.analysis.report import ReportInputs, write_report
-from paramcorr.analysis.stats import (
-    CORR_COLUMNS,
-    correlation_table,
-    divergence_table,
-    paper_table,
-    partial_correlations,
-    power_table,
-    regression,
-    rm_correlations,
-    seed_spread,
-)
+from paramcorr.analysis.tables import divergence_table, paper_table, seed_spread
+from paramcorr.analysis.vocab import CORR_COLUMNS
 from paramcorr.record import Status
 
 __all__ = ["AnalysisResult", "NoRecordsError", "OutDirError", "run_analysis"]

@@ -28,8 +28,9 @@ from scipy import stats
 from statsmodels.stats.power import normal_power
 
 from paramcorr.analysis.configurations import RUNS_PREFIX
+from paramcorr.analysis.corrections import holm_adjust
+from paramcorr.analysis.correlations import pearson_fields
 from paramcorr.analysis.power import REFERENCE_R, power_to_detect
-from paramcorr.analysis.stats import holm_adjust, pearson_fields
 from paramcorr.analysis.vocab import (
     ALPHA,
     CELL_AXES,

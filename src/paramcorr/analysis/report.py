@@ -19,15 +19,11 @@ from paramcorr.analysis.claims import (
     pooled_rows,
 )
 from paramcorr.analysis.collect import Collection
+from paramcorr.analysis.corrections import family_sizes
+from paramcorr.analysis.correlations import NO_RUN_CI
 from paramcorr.analysis.escape import md_cell, md_code, md_text
 from paramcorr.analysis.power import REFERENCE_F2, REFERENCE_R
-from paramcorr.analysis.stats import (
-    BCA_MAX_N,
-    BOOT_MIN_RESAMPLES,
-    BOOT_WORK,
-    NO_RUN_CI,
-    family_sizes,
-)
+from paramcorr.analysis.rank_stats import BCA_MAX_N, BOOT_MIN_RESAMPLES, BOOT_WORK
 from paramcorr.analysis.vocab import (
     ALPHA,
     CONFIDENCE,

@@ -29,8 +29,9 @@ from scipy import special
 
 from paramcorr.analysis import plots
 from paramcorr.analysis.configurations import configuration_means
+from paramcorr.analysis.corrections import adjust_pvalues
+from paramcorr.analysis.correlations import pearson_fields
 from paramcorr.analysis.labels import TRAINABLE_LABEL, metric_label, strategy_label
-from paramcorr.analysis.stats import adjust_pvalues, pearson_fields
 from paramcorr.analysis.vocab import DISPLAYED_METRICS, X, levels, used_mask
 from paramcorr.strategy_names import marker
 

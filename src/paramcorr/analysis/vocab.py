@@ -41,6 +41,9 @@ CONFIDENCE = 0.95
 # The analysis uses the runs a job finished (completed or diverged); failed ones are listed.
 USED_STATUSES = FINISHED_STATUSES
 METHODS = ("pearson", "spearman", "kendall")
+# correlations.csv's columns, in the contract's order (DESIGN.md); never renamed, only added.
+CORR_COLUMNS = ["scope", "x", "y", "method", "n", "r", "p", "ci_low", "ci_high",
+                "p_holm", "p_bh", "unit", "family"]
 UNITS = ("run", "configuration")
 
 # --- metric roles -----------------------------------------------------------------------

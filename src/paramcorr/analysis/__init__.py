@@ -25,6 +25,7 @@ from paramcorr.analysis.outdir import OutDirError, check_out_dir, make_out_dir
 from paramcorr.analysis.plots import make_plots, model_colours
 from paramcorr.analysis.power import power_table
 from paramcorr.analysis.report import ReportInputs, write_report
+from paramcorr.analysis.summaries import summarize
 from paramcorr.analysis.tables import divergence_table, paper_table, seed_spread
 from paramcorr.analysis.vocab import CORR_COLUMNS
 from paramcorr.record import Status
@@ -164,9 +165,11 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
     cpu_timings["plots"] = time.process_time() - cpu
 
     start, cpu = time.perf_counter(), time.process_time()
+    numbers = summarize(corr, runs, configs, seeds, rm, n_boot)
     inputs = ReportInputs(collection=col, corr=corr, paper=paper, partial=partial, rm=rm,
                           coefs=coefs, slopes=slopes, seeds=seeds, plots=plots,
                           csvs=[p.name for p in files.values()], n_boot=n_boot, seed=seed,
+                          numbers=numbers,
                           claims=claims, divergence=divergence, configs=configs,
                           strategies=strategy_lines)
     files["report"] = write_report(inputs, out_dir)

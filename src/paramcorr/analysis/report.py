@@ -1,5 +1,9 @@
 """report.md: a three-line short answer, the study's claims and verdicts, then the paper's
-table, the statistics beyond it, findings in words generated from the numbers, and the plots."""
+table, the statistics beyond it, findings in words generated from the numbers, and the plots.
+
+Formatting only: the tables come from the analysis driver, and every count or aggregate the
+prose states from :mod:`paramcorr.analysis.summaries` (``ReportInputs.numbers``).
+"""
 
 from __future__ import annotations
 
@@ -16,22 +20,18 @@ from paramcorr.analysis.claims import (
     POWER_NOTE,
     RULES,
     SUPPORTED,
-    pooled_rows,
 )
 from paramcorr.analysis.collect import Collection
-from paramcorr.analysis.corrections import family_sizes
-from paramcorr.analysis.correlations import NO_RUN_CI
 from paramcorr.analysis.escape import md_cell, md_code, md_text
 from paramcorr.analysis.power import REFERENCE_F2, REFERENCE_R
 from paramcorr.analysis.rank_stats import BCA_MAX_N, BOOT_MIN_RESAMPLES, BOOT_WORK
+from paramcorr.analysis.summaries import HEADER_AXES, ReportNumbers, config_rows
 from paramcorr.analysis.vocab import (
     ALPHA,
     CONFIDENCE,
     DISPLAYED_METRICS,
     EXPLORATORY,
-    MODEL_METRICS,
     POOLED,
-    USED_STATUSES,
     X,
     format_value,
     is_cell,
@@ -56,6 +56,8 @@ class ReportInputs:
     csvs: list[str]
     n_boot: int
     seed: int
+    # The counts and aggregates the prose states (summaries.summarize, computed once).
+    numbers: ReportNumbers
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)
     configs: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -121,19 +123,11 @@ def _corr_phrase(row: pd.Series) -> str:
            f"p_holm={fp(row['p_holm'])}"
 
 
-def _config_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty or "unit" not in frame:
-        return frame
-    return frame[frame["unit"] == "configuration"]
-
-
 # --- sections ---------------------------------------------------------------------------
 
 def _claims_section(inp: ReportInputs) -> list[str]:
     claims = inp.claims
-    configs = inp.configs
-    n_cfg = len(configs) if len(configs) else 0
-    n_runs = int(configs["n_runs"].sum()) if n_cfg and "n_runs" in configs else 0
+    n_cfg, n_runs = inp.numbers.n_configs, inp.numbers.n_config_runs
     lines = ["## The study's claims", "",
              "The 2023 study concluded three things. Each is tested here on **configurations** "
              "(every run axis except the seed; a configuration's score is the mean over its "
@@ -324,12 +318,9 @@ def _short_answer(inp: ReportInputs) -> list[str]:
     return ["## Short answer", "", *claim_sentences(inp.claims), ""]
 
 
-def _pooled_budgets(runs: pd.DataFrame) -> list[str]:
+def _pooled_budgets(numbers: ReportNumbers) -> list[str]:
     """A line naming the epoch budgets when runs with different ones are pooled."""
-    column = "epochs_configured" if "epochs_configured" in runs else "epochs"
-    if column not in runs:
-        return []
-    budgets = sorted({int(v) for v in pd.to_numeric(runs[column], errors="coerce").dropna()})
+    column, budgets = numbers.budget_column, numbers.budgets
     if len(budgets) < 2:
         return []
     return [f"- epoch budgets pooled in this analysis: {', '.join(map(str, budgets))} "
@@ -337,7 +328,7 @@ def _pooled_budgets(runs: pd.DataFrame) -> list[str]:
 
 
 def _header(inp: ReportInputs) -> list[str]:
-    col, runs = inp.collection, inp.collection.runs
+    col, numbers = inp.collection, inp.numbers
     lines = ["## The sweep", "",
              "Sweep directories: " + ", ".join(md_code(d) for d in col.sweep_dirs), ""]
     why = ", ".join(f"{n} {r}" for r, n in sorted(col.skipped.items()))
@@ -349,24 +340,16 @@ def _header(inp: ReportInputs) -> list[str]:
         f"{col.count('diverged')} diverged); failed (listed in runs.csv, not used): "
         f"{col.count('failed')}",
         f"- configurations (run axes except the seed) with usable runs: {len(inp.configs)}",
-        *_pooled_budgets(runs),
+        *_pooled_budgets(numbers),
     ]
-    for axis, label in (("optimizer", "optimizers"), ("lr", "learning rates"),
-                        ("freeze", "freeze strategies"), ("seed", "seeds")):
-        if axis in runs and runs[axis].notna().any():
-            values = sorted(runs[axis].dropna().unique(), key=lambda v: (str(type(v)), v))
-            lines.append(f"- {label}: " + ", ".join(md_text(format_value(axis, v)) for v in values))
-    if "model" in runs:
-        used = runs[runs["status"].isin(USED_STATUSES)]
-        rows = []
-        for model, grp in runs.groupby("model", sort=True):
-            u = used[used["model"] == model]
-            trainable = pd.to_numeric(grp["params_trainable"], errors="coerce")
-            total = pd.to_numeric(grp.get("params_total", pd.Series(dtype=float)),
-                                  errors="coerce")
-            rows.append([md_text(model), fcount(total.max()),
-                         f"{fcount(trainable.min())} - {fcount(trainable.max())}",
-                         str(len(grp)), str(len(u))])
+    for axis, label in HEADER_AXES:
+        if axis in numbers.axis_values:
+            lines.append(f"- {label}: " + ", ".join(md_text(format_value(axis, v))
+                                                   for v in numbers.axis_values[axis]))
+    if "model" in col.runs:
+        rows = [[md_text(a.model), fcount(a.total),
+                 f"{fcount(a.trainable_min)} - {fcount(a.trainable_max)}", str(a.runs),
+                 str(a.used)] for a in numbers.architectures.itertuples()]
         lines += ["", "Architectures:", "",
                   md_table(["model", "total params", "trainable params", "runs", "used"], rows)]
     return [*lines, ""]
@@ -387,7 +370,7 @@ def _claim_families(sizes: dict[str, int]) -> str:
 
 
 def _how_to_read(inp: ReportInputs) -> list[str]:
-    sizes = family_sizes(inp.corr)
+    sizes = inp.numbers.family_sizes
     fam = "; ".join(f"{md_code(k)}: {v} tests" for k, v in sizes.items()) + _claim_families(sizes)
     return [
         "## How to read this", "",
@@ -440,7 +423,7 @@ def _paper_section(inp: ReportInputs) -> list[str]:
         return [*lines, "No optimizer x lr cells with usable runs.", ""]
     headers = ["cell", "n (runs)", "div", *(f"{m} r (p)" for m in metrics), "critical |r|",
                "|r| 80%", "|r| 80% Holm"]
-    sizes = family_sizes(inp.corr)
+    sizes = inp.numbers.family_sizes
     for strategy, table in inp.paper.groupby("strategy", sort=False):
         family = table["family"].iloc[0]
         size = sizes.get(family, 0) if isinstance(family, str) else 0
@@ -493,27 +476,22 @@ def _sensitivity_table(table: pd.DataFrame, metrics: list[str]) -> list[str]:
 
 
 def _findings(inp: ReportInputs) -> list[str]:
-    corr = inp.corr
+    numbers = inp.numbers
     lines = ["## Findings", "", "Generated from the numbers above and below; each claim's "
              "sentence follows its verdict.", ""]
-    pooled = pooled_rows(corr)
+    pooled = numbers.pooled
     if pooled.empty or pooled["p"].notna().sum() == 0:
         return [*lines, "- No configuration slice had 3 or more usable points with varying "
                 "values: nothing could be tested.", ""]
     if len(inp.claims):
         lines.append("- The study's claims: their verdicts, in words, open this report.")
-    sizes = family_sizes(corr)
-    for family, size in sizes.items():
-        if family == EXPLORATORY:
-            continue
-        rows = corr[(corr["family"] == family) & corr["p"].notna()]
-        k = int((rows["p_holm"] < ALPHA).sum())
-        lines.append(f"- {md_code(family)}: {k} of {size} confirmatory tests survive Holm.")
-    explo = corr[(corr["family"] == EXPLORATORY) & (corr["method"] == "pearson")
-                 & (corr["unit"] == "configuration") & corr["p"].notna()]
-    if len(explo):
-        k = int((explo["p_bh"] < ALPHA).sum())
-        lines.append(f"- Exploratory (Pearson, configurations): {k} of {len(explo)} slices "
+    sizes = numbers.family_sizes
+    for family, k in numbers.survivors.items():
+        lines.append(f"- {md_code(family)}: {k} of {sizes[family]} confirmatory tests survive "
+                     "Holm.")
+    if numbers.exploratory_slices:
+        lines.append(f"- Exploratory (Pearson, configurations): {numbers.exploratory_bh} of "
+                     f"{numbers.exploratory_slices} slices "
                      f"have BH-adjusted p < {ALPHA} (family of "
                      f"{sizes.get(EXPLORATORY, 0)} tests, all methods and units).")
     paper = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
@@ -527,9 +505,9 @@ def _findings(inp: ReportInputs) -> list[str]:
             lines.append(f"- {cell_label(row['optimizer'], row['lr'])}: " + "; ".join(parts))
     lines += _strategy_finding(inp.paper)
     lines += _divergence_finding(inp.divergence, inp.paper)
-    lines += _rm_finding(inp.rm)
+    lines += _rm_finding(numbers)
     lines += _regression_finding(inp.coefs)
-    lines += _seed_finding(inp.seeds)
+    lines += _seed_finding(inp.seeds, numbers.seed_summary)
     cells = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
     if len(cells):
         row = cells.iloc[len(cells) // 2]
@@ -573,36 +551,24 @@ def _divergence_finding(div: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
               "an outcome); the sensitivity table shows the confirmatory r without them."]
 
 
-def _rm_cells(rm: pd.DataFrame) -> pd.DataFrame:
-    rm = _config_rows(rm)
-    if rm.empty:
-        return rm
-    return rm[rm["applicable"] & is_cell(rm, pooled=True)]
-
-
-def _rm_finding(rm: pd.DataFrame) -> list[str]:
-    cells = _rm_cells(rm)
-    cells = cells[cells["y"] == "test_acc"] if len(cells) else cells
-    if cells.empty:
+def _rm_finding(numbers: ReportNumbers) -> list[str]:
+    signs = numbers.rm_signs
+    if not signs.n_cells:
         return ["- Within-architecture association: not applicable (no architecture was run "
                 "with two or more trainable-parameter counts in a cell)."]
-    pos = cells[cells["slope"] > 0]
-    neg = cells[cells["slope"] < 0]
-    sig_pos = int((pos["p"] < ALPHA).sum())
-    sig_neg = int((neg["p"] < ALPHA).sum())
     text = (f"- Within an architecture (rmcorr per optimizer x lr cell, test_acc, "
-            f"configurations): the slope is positive in {len(pos)} of {len(cells)} cells "
-            f"({sig_pos} with p < {ALPHA}) and negative in {len(neg)} ({sig_neg} with p < {ALPHA})")
-    if len(pos) and len(neg):
+            f"configurations): the slope is positive in {signs.positive} of {signs.n_cells} "
+            f"cells ({signs.sig_positive} with p < {ALPHA}) and negative in {signs.negative} "
+            f"({signs.sig_negative} with p < {ALPHA})")
+    if signs.positive and signs.negative:
         text += "; the cells disagree in sign, so no pooled within-architecture slope is given."
     else:
-        text += (f"; per-cell r_rm ranges {fr(cells['r_rm'].min())} to "
-                 f"{fr(cells['r_rm'].max())}.")
+        text += f"; per-cell r_rm ranges {fr(signs.r_min)} to {fr(signs.r_max)}."
     return [text]
 
 
 def _regression_finding(coefs: pd.DataFrame) -> list[str]:
-    coefs = _config_rows(coefs)
+    coefs = config_rows(coefs)
     if coefs.empty:
         return []
     out = []
@@ -621,15 +587,14 @@ def _regression_finding(coefs: pd.DataFrame) -> list[str]:
             "configurations): " + "; ".join(out) + "."]
 
 
-def _seed_finding(seeds: pd.DataFrame) -> list[str]:
-    if seeds.empty or "test_acc_sd" not in seeds:
+def _seed_finding(seeds: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    hit = summary[summary["metric"] == "test_acc"] if len(summary) else summary
+    if hit.empty or not hit["configs"].iloc[0]:
         return []
-    sd = seeds["test_acc_sd"].dropna()
-    if sd.empty:
-        return []
+    row = hit.iloc[0]
     return [f"- Seed noise: across {len(seeds)} configurations with repeated seeds, the "
-            f"seed-to-seed SD of test_acc has median {fnum(sd.median())} "
-            f"(max {fnum(sd.max())})."]
+            f"seed-to-seed SD of test_acc has median {fnum(row['median_sd'])} "
+            f"(max {fnum(row['max_sd'])})."]
 
 
 def _within_architecture(inp: ReportInputs) -> list[str]:
@@ -643,7 +608,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
              "the metric per tenfold more trainable parameters. Controlling for architecture "
              "as a factor gives the same partial r by construction (partial_correlations.csv). "
              "Run-level rows of both are in the CSVs (`unit=run`), exploratory.", ""]
-    rm = _config_rows(inp.rm)
+    rm = config_rows(inp.rm)
     if rm.empty or not rm["applicable"].any():
         lines += ["**Not applicable** for these runs: in every slice each architecture has "
                   "a single trainable-parameter count, so trainable parameters are a function "
@@ -651,7 +616,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
                   "(`freeze=partial` with several `freeze.stages`) or both `freeze=base` and "
                   "`freeze=none` to estimate it.", ""]
     else:
-        keep = _rm_cells(rm)
+        keep = inp.numbers.rm_cells
         keep = keep[keep["y"].isin(["test_acc", "gen_acc"])]
         rows = [[cell_label(r.optimizer, r.lr), md_text(r.y), str(int(r.n)), str(int(r.n_models)),
                  fr(r.r_rm), fp(r.p),
@@ -665,7 +630,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
             lines += [f"Not applicable in {len(na)} scopes where each architecture has one "
                       "trainable count (e.g. " + ", ".join(md_code(s) for s in na[:3]) + "). "
                       "All rows: rm_correlations.csv.", ""]
-    part = _config_rows(inp.partial)
+    part = config_rows(inp.partial)
     if not part.empty:
         size = part[(part["control"] == "architecture size") & part["applicable"]
                     & part["y"].isin(DISPLAYED_METRICS) & ~(is_cell(part) & part["freeze"].notna())]
@@ -694,7 +659,7 @@ def _regression_section(inp: ReportInputs) -> list[str]:
              "the same in every cell, and its power says how large a difference it could "
              f"see (Cohen's f^2 = {REFERENCE_F2}). Full coefficient table: regression.csv "
              "(both units).", ""]
-    slopes, coefs = _config_rows(inp.slopes), _config_rows(inp.coefs)
+    slopes, coefs = config_rows(inp.slopes), config_rows(inp.coefs)
     if slopes.empty:
         return [*lines, "Not estimable: trainable parameters do not vary within any cell.", ""]
     metrics = list(dict.fromkeys(slopes["y"]))
@@ -742,30 +707,23 @@ def _seed_section(inp: ReportInputs) -> list[str]:
     seeds = inp.seeds
     if seeds.empty:
         return [*lines[:2], "No configuration was run with more than one seed.", ""]
-    rows = []
-    for m in MODEL_METRICS:
-        if f"{m}_sd" not in seeds:
-            continue
-        sd, mean = seeds[f"{m}_sd"].dropna(), seeds[f"{m}_mean"].dropna()
-        rows.append([m, str(len(sd)), fnum(sd.median()), fnum(sd.max()), fnum(mean.std())])
+    rows = [[r.metric, str(r.configs), fnum(r.median_sd), fnum(r.max_sd), fnum(r.sd_of_means)]
+            for r in inp.numbers.seed_summary.itertuples()]
     lines += [md_table(["metric", "configs", "median seed SD", "max seed SD",
                         "SD of config means"], rows), ""]
     return lines
 
 
 def _power_section(inp: ReportInputs) -> list[str]:
-    pear = inp.corr[(inp.corr["method"] == "pearson") & (inp.corr["n"] >= 3)]
+    groups = inp.numbers.power_groups
     lines = ["### Power", "",
              "Per slice size n (configurations or runs): the critical |r| (the |r| that just "
              f"reaches two-sided p < {ALPHA}, t test with df = n - 2: a true r of that size is "
              "detected only about half the time) and the |r| detected with 80% power at alpha "
              f"{ALPHA} (pingouin `power_corr`). For the confirmatory families the 80%-power |r| "
              "at the strictest Holm step (alpha / m) is in the paper table and power.csv.", ""]
-    if pear.empty:
+    if groups.empty:
         return [*lines, "No slice has 3 or more points.", ""]
-    groups = pear.groupby(["unit", "n"]).agg(slices=("scope", "nunique"),
-                                             critical_r=("critical_r", "first"),
-                                             r80=("r80", "first")).reset_index()
     rows = [[r.unit, str(int(r.n)), str(int(r.slices)), fr(r.critical_r), fr(r.r80)]
             for r in groups.itertuples()]
     if len(rows) > 15:
@@ -775,7 +733,7 @@ def _power_section(inp: ReportInputs) -> list[str]:
 
 
 def _method_section(inp: ReportInputs) -> list[str]:
-    boot = inp.corr[inp.corr["n_resamples"] > 0]
+    boot = inp.numbers.bootstrap
     lines = ["### Methods", "",
              f"- Pearson r and p: `scipy.stats.pearsonr`; {CONFIDENCE:.0%} CI by Fisher z "
              "(`confidence_interval`).",
@@ -792,37 +750,30 @@ def _method_section(inp: ReportInputs) -> list[str]:
              "Under 3 points or a constant variable: empty statistics."]
     if inp.n_boot <= 0:
         lines.append("- Spearman and Kendall CIs were not computed (--n-boot 0).")
-    no_run_ci = int((inp.corr["ci_method"] == NO_RUN_CI).sum()) if "ci_method" in inp.corr \
-        else 0
-    if no_run_ci:
-        lines.append(f"- The {no_run_ci} Spearman / Kendall rows on runs (`unit=run`: "
+    if boot.no_run_ci:
+        lines.append(f"- The {boot.no_run_ci} Spearman / Kendall rows on runs (`unit=run`: "
                      "exploratory, seeds are not independent) have no bootstrap CI; "
                      "`--run-cis` draws them.")
-    if len(boot):
-        used = boot["n_resamples"]
-        full = boot[used >= inp.n_boot]
-        cut = boot[used < inp.n_boot]
-        text = (f"- Bootstrap resamples: {inp.n_boot} requested; all {len(full)} bootstrap "
+    if boot.any:
+        text = (f"- Bootstrap resamples: {inp.n_boot} requested; all {boot.n_full} bootstrap "
                 "CIs used the full count.")
-        if len(cut):
+        if boot.n_cut:
             text = f"- Bootstrap resamples: {inp.n_boot} requested"
-            if len(full):
-                text += f"; used in full for {len(full)} CIs (slices of n <= " \
-                        f"{int(full['n'].max())})"
-            text += (f"; {int(cut['n_resamples'].min())}-{int(cut['n_resamples'].max())} for "
-                     f"the {len(cut)} CIs of larger slices (n={int(cut['n'].min())}-"
-                     f"{int(cut['n'].max())}): n x resamples is capped at {BOOT_WORK:,} "
+            if boot.n_full:
+                text += f"; used in full for {boot.n_full} CIs (slices of n <= " \
+                        f"{boot.full_max_n})"
+            text += (f"; {boot.cut_min_resamples}-{boot.cut_max_resamples} for "
+                     f"the {boot.n_cut} CIs of larger slices (n={boot.cut_min_n}-"
+                     f"{boot.cut_max_n}): n x resamples is capped at {BOOT_WORK:,} "
                      f"(never under {BOOT_MIN_RESAMPLES} resamples) to bound run time. Large "
                      "slices have narrow CIs, so the Monte-Carlo error of the endpoints stays "
                      "small (about 0.27 bootstrap SDs at 100 resamples).")
         lines.append(text)
-        dropped = boot["ci_method"].str.contains("dropped").sum()
-        none = boot["ci_method"].str.startswith("none").sum()
-        if dropped or none:
+        if boot.dropped or boot.empty:
             lines.append(f"- Resamples with a constant variable have no rank correlation: "
-                         f"{dropped} CIs were computed from the defined resamples "
+                         f"{boot.dropped} CIs were computed from the defined resamples "
                          "(percentile); "
-                         f"{none} left empty because most resamples were undefined.")
+                         f"{boot.empty} left empty because most resamples were undefined.")
     return [*lines, ""]
 
 

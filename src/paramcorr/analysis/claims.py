@@ -3,9 +3,10 @@
 Every claim is decided on configurations (all run axes but the seed; see
 ``configurations``), in the optimizer x lr cells pooled over freeze strategies (the cells
 of the confirmatory family ``confirmatory: pooled`` of correlations.csv). The verdicts are
-one of supported / contradicted / inconclusive; ``RULES`` states each decision rule in
-words (the report prints them before the numbers), ``FAMILIES`` which correction each claim
-uses, and the ``_claim_*`` functions apply exactly those rules.
+one of supported / contradicted / inconclusive; ``claims_text.RULES`` states each decision
+rule in words (the report prints them before the numbers), ``FAMILIES`` which correction
+each claim uses, and the ``_claim_*`` functions apply exactly those rules. This module
+decides; :mod:`paramcorr.analysis.claims_text` says it in words.
 
 Each claim is re-derived with diverged runs left out (``verdict_without_diverged``); where
 the two verdicts differ the reason says so and how many runs diverged.
@@ -74,62 +75,6 @@ NO_GENERALIZATION = ("no generalization set: no usable run has gen_acc or gen_f1
                      "from another distribution)")
 CLAIM_B_FAMILY = "claim b: r_gen - r_test"
 
-CLAIMS = {
-    "a": "trainable parameters correlate positively with test accuracy at every learning "
-         "rate, for each optimizer",
-    "b": "for generalization (gen_acc, gen_f1), more trainable parameters do not guarantee "
-         "a higher score",
-    "c": "with Adam at the smallest learning rate, the correlation with generalization "
-         "becomes positive",
-}
-
-RULES = {
-    "a": "Per optimizer x lr cell, Pearson r of log10 trainable parameters with test_acc "
-         f"over configurations. A cell *supports* a when r > 0 with p < {ALPHA}, uncorrected: "
-         "'every cell is positive' is an intersection-union test, which rejects its null "
-         "(some cell is not positive) only when every cell rejects, so its error rate is at "
-         "most that of one cell test and a correction across cells would only cost power. "
-         f"A cell *contradicts* a when r < 0 with p < {ALPHA} after Holm over the cells: 'some "
-         "cell is negative' is a union, which does need the correction. Claim a is "
-         "supported when every cell supports it, contradicted when any cell contradicts "
-         "it, inconclusive otherwise. The summary row shows the smallest cell r and the "
-         "largest cell p (the intersection-union p), or the contradicting cell.",
-    "b": "Per cell and generalization metric (gen_acc paired with test_acc, gen_f1 with "
-         "test_f1): the gen correlation r_gen (Pearson, Holm within `confirmatory: pooled`) "
-         f"and the difference r_gen - r_test, with a {CONFIDENCE:.0%} CI from a paired "
-         "bootstrap over "
-         f"configurations ({CI_RESAMPLES} resamples, percentile) and a two-sided p from a "
-         "paired permutation test (gen and test scores, standardized, swapped within "
-         f"configurations; exact up to 13 configurations, else {DIFF_RESAMPLES} "
-         f"permutations), Holm-corrected over every cell x metric comparison (family "
-         f"`{CLAIM_B_FAMILY}`). A cell *supports* b when, for some gen metric, either "
-         "(falls) r_gen is significantly negative (Holm) and gen also falls relative to "
-         f"test (r_gen - r_test < 0 with uncorrected p < {ALPHA}: a collapse that takes test "
-         "accuracy down with it says nothing about generalization in particular), or (lags) "
-         f"r_gen is not significantly positive (uncorrected p >= {ALPHA} or r_gen <= 0) and is "
-         "significantly smaller than r_test (Holm). It *contradicts* b when, for both gen "
-         "metrics, r_gen is significantly positive (Holm). Claim b is supported when some "
-         "cell supports it, contradicted when every cell contradicts it, inconclusive "
-         "otherwise. A row's estimate, CI and p are those of the statistic that decided it. "
-         "The permutation p cannot fall below 2 / 2^n with n configurations: where even "
-         "that cannot pass Holm, the lag test *cannot be tested* at this n and its power "
-         "is 0. The share of discordant pairs (configurations with more trainable "
-         "parameters but a lower gen score) is reported beside it.",
-    "c": "The Adam cell at the study's smallest learning rate, lr=0.0001 (another only when "
-         "named with --claim-c-lr; without such a cell c is not tested). For gen_acc and "
-         "gen_f1: Pearson r of log10 trainable parameters over the cell's configurations, "
-         "and its contrast with every other optimizer x lr cell: the difference of Fisher "
-         "z = atanh(r) between this cell and each other cell, a two-sided normal test with "
-         "variance 1 / (n1 - 3) + 1 / (n2 - 3) (the cells hold different configurations, "
-         "so the correlations are independent). *Supported* when, for both gen metrics, "
-         f"the cell's r is positive with p < {ALPHA} and greater than every other cell's with "
-         f"p < {ALPHA}: 'becomes positive' is a contrast, and each part must hold, an "
-         "intersection-union test needing no correction. *Contradicted* when, for some gen "
-         "metric, the cell's r is significantly negative or significantly smaller than "
-         "every other cell's (Holm over these up to four tests: a union), *inconclusive* "
-         "otherwise. The row shows the test that decided (for a support, the weakest "
-         "part).",
-}
 FAMILIES = {
     "a": f"each cell at alpha {ALPHA} uncorrected for support (intersection-union), Holm over "
          "the cells for a contradiction",
@@ -138,14 +83,6 @@ FAMILIES = {
     "c": f"each part at alpha {ALPHA} for support (intersection-union), Holm over the "
          "contradiction tests",
 }
-POWER_NOTE = (f"`power`: the probability that the test behind the verdict detects a true "
-              f"|r| = {REFERENCE_R} at the alpha it was tested at (for claim c's contrast: a "
-              f"difference of atanh({REFERENCE_R}) in Fisher z); claim a's summary row shows "
-              "the smallest of its cells'. A low value makes an inconclusive verdict "
-              "uninformative rather than evidence of no effect. 0 where the test cannot "
-              "reach significance at this n; empty for claim b's permutation test "
-              f"otherwise. `p_holm`: the p compared with {ALPHA} after the claim's own "
-              "correction (equal to p where the rule needs none).")
 ROUTES = ("positive", "negative", "not significant", "not estimable", "no cells", "falls",
           "lags", "rises", "untestable", "no evidence", "greater", "smaller",
           "not greater", "not positive", "not tested")

@@ -12,18 +12,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from paramcorr.analysis.claims import (
-    CLAIMS,
-    CONTRADICTED,
-    FAMILIES,
-    NO_GENERALIZATION,
-    POWER_NOTE,
-    RULES,
-    SUPPORTED,
-)
+from paramcorr.analysis.claims import FAMILIES
+from paramcorr.analysis.claims_text import claim_sentences, claims_section
 from paramcorr.analysis.collect import Collection
-from paramcorr.analysis.escape import md_cell, md_code, md_text
-from paramcorr.analysis.power import REFERENCE_F2, REFERENCE_R
+from paramcorr.analysis.escape import md_code, md_text
+
+# The formatters are re-exported: report.fr and friends were read here before formatting.py.
+from paramcorr.analysis.formatting import (  # noqa: F401
+    cell_label,
+    fcount,
+    fnum,
+    fp,
+    fpct,
+    fr,
+    md_table,
+    n_phrase,
+)
+from paramcorr.analysis.power import REFERENCE_F2
 from paramcorr.analysis.rank_stats import BCA_MAX_N, BOOT_MIN_RESAMPLES, BOOT_WORK
 from paramcorr.analysis.summaries import HEADER_AXES, ReportNumbers, config_rows
 from paramcorr.analysis.vocab import (
@@ -65,57 +70,6 @@ class ReportInputs:
     strategies: list[str] = field(default_factory=list)
 
 
-# --- formatting -------------------------------------------------------------------------
-
-def fr(v: object) -> str:
-    """A correlation or coefficient: two decimals, 'n/a' when empty."""
-    return f"{float(v):.2f}" if is_number(v) else "n/a"
-
-
-def fp(v: object) -> str:
-    """A p-value: three decimals, scientific below 0.001."""
-    if not is_number(v):
-        return "n/a"
-    v = float(v)
-    return f"{v:.1e}" if v < 0.001 else f"{v:.3f}"
-
-
-def fnum(v: object, digits: int = 3) -> str:
-    return f"{float(v):.{digits}g}" if is_number(v) else "n/a"
-
-
-def fpct(v: object) -> str:
-    return f"{float(v):.0%}" if is_number(v) else "n/a"
-
-
-def fcount(v: float) -> str:
-    """A parameter count as 1.2K / 3.4M."""
-    if not is_number(v):
-        return "n/a"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:.3g}{unit}"
-    return f"{v:.0f}"
-
-
-def cell_label(optimizer: object, lr: object) -> str:
-    """A paper cell in words, e.g. 'adam, lr=0.001'."""
-    return f"{md_text(optimizer)}, lr={format_value('lr', lr)}"
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(md_cell(str(c)) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def n_phrase(n: object, n_runs: object) -> str:
-    """'12 configurations (36 runs)'."""
-    if not is_number(n):
-        return "0 configurations"
-    return f"{int(n)} configurations ({int(n_runs) if is_number(n_runs) else '?'} runs)"
-
-
 def _corr_phrase(row: pd.Series) -> str:
     """'r=0.81 [0.44, 0.95], 12 configurations (36 runs), p_holm=0.03'."""
     ci = f" [{fr(row['ci_low'])}, {fr(row['ci_high'])}]" if is_number(row["ci_low"]) else ""
@@ -126,188 +80,7 @@ def _corr_phrase(row: pd.Series) -> str:
 # --- sections ---------------------------------------------------------------------------
 
 def _claims_section(inp: ReportInputs) -> list[str]:
-    claims = inp.claims
-    n_cfg, n_runs = inp.numbers.n_configs, inp.numbers.n_config_runs
-    lines = ["## The study's claims", "",
-             "The 2023 study concluded three things. Each is tested here on **configurations** "
-             "(every run axis except the seed; a configuration's score is the mean over its "
-             f"usable seeds): this sweep has {n_phrase(n_cfg, n_runs)}. Seeds of one "
-             "configuration are repeated measures, not independent evidence.", ""]
-    for key, text in CLAIMS.items():
-        lines.append(f"- **{key}**: {text}.")
-    # The verdicts first, then the rules that produced them (the short answer above already
-    # says each verdict in words; it is not repeated here).
-    lines += ["", "### Verdicts", ""]
-    if claims.empty:
-        lines += ["No claim could be evaluated.", ""]
-    else:
-        rows = []
-        for r in claims.itertuples():
-            ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
-            without = (r.verdict_without_diverged
-                       if isinstance(r.verdict_without_diverged, str) else "n/a")
-            rows.append([r.claim, md_code(r.scope), f"{fr(r.estimate)}{ci}", fp(r.p_holm),
-                         fpct(r.power), f"**{r.verdict}**", without, r.reason])
-        lines += [md_table(["claim", "scope", f"estimate [{CONFIDENCE:.0%} CI]", "p_holm", "power",
-                            "verdict", "without diverged", "reason"], rows), "",
-                  "Statistic per row: claims.csv (`statistic`); LaTeX: claims.tex.", ""]
-    lines += ["### Decision rules (fixed before the numbers)", ""]
-    lines += [f"- **{key}**: {rule}" for key, rule in RULES.items()]
-    lines += ["", POWER_NOTE, ""]
-    return lines
-
-
-def _summary_row(claims: pd.DataFrame, claim: str) -> pd.Series | None:
-    hit = claims[claims["claim"] == claim]
-    return hit.iloc[-1] if len(hit) else None
-
-
-def _cell_rows(claims: pd.DataFrame, claim: str) -> pd.DataFrame:
-    """A claim's per-cell rows (every row but its last, the summary)."""
-    hit = claims[claims["claim"] == claim]
-    return hit.iloc[:-1]
-
-
-def _and_list(items: list[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _p_text(row: pd.Series) -> str:
-    """'p = 0.012' or, where the claim corrected it, 'p_holm = 0.03'."""
-    if is_number(row["p_holm"]) and is_number(row["p"]) and row["p_holm"] != row["p"]:
-        return f"p_holm = {fp(row['p_holm'])}"
-    return f"p = {fp(row['p'])}"
-
-
-def _divergence_note(claims: pd.DataFrame, claim: str) -> str:
-    """Where leaving the diverged runs out changes a verdict: which, and how many runs."""
-    if "verdict_without_diverged" not in claims:
-        return ""
-    rows = claims[claims["claim"] == claim]
-    changed = rows[rows["verdict_without_diverged"].notna()
-                   & (rows["verdict_without_diverged"] != rows["verdict"])]
-    if changed.empty:
-        return ""
-    summary = rows.iloc[-1]
-    parts = []
-    for r in changed.itertuples():
-        where = "overall" if r.Index == summary.name else f"in {r.label}"
-        runs = int(r.n_diverged) if is_number(r.n_diverged) else 0
-        parts.append(f"{where} it would be {r.verdict_without_diverged} without the {runs} "
-                     f"diverged run{'s' if runs != 1 else ''}")
-    return " Decided by divergence: " + "; ".join(parts) + "."
-
-
-def _sentence_a(claims: pd.DataFrame, a: pd.Series) -> str:
-    cells = _cell_rows(claims, "a")
-    pos = cells[cells["verdict"] == SUPPORTED]
-    neg = cells[cells["verdict"] == CONTRADICTED]
-    if a["verdict"] == SUPPORTED:
-        return (f"- **a — supported.** In all {len(cells)} optimizer x lr cells, "
-                "configurations with more trainable parameters reach a higher test accuracy "
-                f"(every cell p < {fnum(a['alpha'])}; smallest r = {fr(a['estimate'])}).")
-    if a["verdict"] == CONTRADICTED:
-        where = _and_list([f"{r.label} (r = {fr(r.estimate)}, p_holm = {fp(r.p_holm)})"
-                           for r in neg.itertuples()])
-        return (f"- **a — contradicted.** Test accuracy falls significantly as trainable "
-                f"parameters grow in {where}; the claim needs a positive correlation in every "
-                "cell.")
-    if a["route"] == "no cells":
-        return "- **a — inconclusive.** No optimizer x lr cell has test accuracy to test."
-    return (f"- **a — inconclusive.** {len(pos)} of {len(cells)} cells show a significant "
-            "positive correlation with test accuracy and none a significant negative one; "
-            f"the rest are not significant (lowest per-cell power to detect r = {REFERENCE_R} "
-            f"at alpha {fnum(a['alpha'])}: {fpct(a['power'])}).")
-
-
-def _b_cell_text(r) -> str:
-    if r.route == "falls":
-        return (f"in {r.label} {r.metric} falls significantly as trainable parameters grow "
-                f"(r = {fr(r.estimate)}, p_holm = {fp(r.p_holm)}) and falls relative to test "
-                "accuracy")
-    ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
-    return (f"in {r.label} {r.metric} is not significantly positive and its correlation lies "
-            f"significantly below the test score's (r_gen - r_test = {fr(r.estimate)}{ci}, "
-            f"p_holm = {fp(r.p_holm)})")
-
-
-def _sentence_b(claims: pd.DataFrame, b: pd.Series) -> str:
-    cells = _cell_rows(claims, "b")
-    if b["verdict"] == SUPPORTED:
-        hold = cells[cells["verdict"] == SUPPORTED]
-        return ("- **b — supported.** More trainable parameters do not guarantee a better "
-                "generalization score: " + "; ".join(_b_cell_text(r) for r in hold.itertuples())
-                + ".")
-    if b["verdict"] == CONTRADICTED:
-        return ("- **b — contradicted.** In every cell both generalization scores rise "
-                f"significantly with trainable parameters (weakest: {b['label']}, "
-                f"{b['metric']} r = {fr(b['estimate'])}, p_holm = {fp(b['p_holm'])}).")
-    if b["reason"] == NO_GENERALIZATION:
-        return f"- **b — inconclusive.** Not tested: {NO_GENERALIZATION}."
-    if b["route"] == "no cells":
-        return "- **b — inconclusive.** No cell has both generalization and test scores."
-    text = ("- **b — inconclusive.** No cell shows generalization falling or lagging test "
-            "accuracy significantly, and not every cell shows it rising significantly.")
-    untestable = cells[cells["route"] == "untestable"]
-    if len(untestable):
-        sizes = sorted({int(n) for n in untestable["n_min"] if is_number(n)})
-        p_min = untestable["p_min"].min()
-        text += (f" In {len(untestable)} of {len(cells)} cells the lag test cannot be tested "
-                 f"with {' or '.join(map(str, sizes))} configurations: its smallest attainable "
-                 f"p ({fp(p_min)}) cannot pass Holm, so its power is 0.")
-    return text
-
-
-def _sentence_c(c: pd.Series) -> str:
-    label, route = c["label"], c["route"]
-    if route == "not tested":
-        if c["reason"] == NO_GENERALIZATION:
-            return f"- **c — inconclusive.** Not tested: {NO_GENERALIZATION}."
-        if c["scope"] == "optimizer=adam":
-            return (f"- **c — not tested.** The sweep has no Adam cell at {label} (the "
-                    "study's smallest learning rate unless `--claim-c-lr` names another).")
-        return f"- **c — not tested.** {label} has no generalization score or no other cell."
-    also = ""
-    if len(c["elsewhere"]):
-        others = list(c["elsewhere"])
-        also = (f" Generalization also rises significantly in {len(others)} other "
-                f"cell{'s' if len(others) != 1 else ''}: {_and_list(others)}.")
-    ci = f" [{fr(c['ci_low'])}, {fr(c['ci_high'])}]" if is_number(c["ci_low"]) else ""
-    if route == "greater":
-        body = (f"In {label} the correlation of trainable parameters with both "
-                "generalization scores is significantly positive and significantly above "
-                f"every other cell's (weakest part: {c['statistic']}, {fr(c['estimate'])}{ci}, "
-                f"{_p_text(c)}).")
-    elif route == "negative":
-        body = (f"In {label} {c['metric']} falls significantly with trainable parameters "
-                f"(r = {fr(c['estimate'])}{ci}, {_p_text(c)}).")
-    elif route == "smaller":
-        body = (f"In {label} the correlation with {c['metric']} lies significantly below "
-                f"every other cell's (closest: {c['other']}, Fisher z difference "
-                f"{fr(c['estimate'])}{ci}, {_p_text(c)}).")
-    elif route == "not positive":
-        body = (f"In {label} the correlation with {c['metric']} is not significantly "
-                f"positive (r = {fr(c['estimate'])}{ci}, {_p_text(c)}; power to detect "
-                f"r = {REFERENCE_R}: {fpct(c['power'])}).")
-    else:
-        body = (f"In {label} the correlation with generalization is positive but not "
-                f"significantly above every other cell's ({c['metric']}, closest: "
-                f"{c['other']}, Fisher z difference {fr(c['estimate'])}{ci}, {_p_text(c)}): "
-                "it does not *become* positive there.")
-    return f"- **c — {c['verdict']}.** {body}{also}"
-
-
-def claim_sentences(claims: pd.DataFrame) -> list[str]:
-    """One plain sentence per claim, formatted from its structured fields only."""
-    out = []
-    for key, sentence in (("a", lambda s: _sentence_a(claims, s)),
-                          ("b", lambda s: _sentence_b(claims, s)), ("c", _sentence_c)):
-        row = _summary_row(claims, key)
-        if row is not None:
-            out.append(sentence(row) + _divergence_note(claims, key))
-    return out
+    return claims_section(inp.claims, inp.numbers.n_configs, inp.numbers.n_config_runs)
 
 
 def _short_answer(inp: ReportInputs) -> list[str]:

@@ -42,6 +42,7 @@ from paramcorr.analysis.vocab import (
     format_value,
     is_number,
     levels,
+    scope_name,
     used_mask,
 )
 
@@ -145,7 +146,7 @@ def confirmatory_cells(configs: pd.DataFrame) -> pd.DataFrame:
     usable = configs[used_mask(configs)]
     rows = []
     for (opt, lr), cell in usable.groupby(list(CELL_AXES), sort=True):
-        scope = f"optimizer={format_value('optimizer', opt)},lr={format_value('lr', lr)}"
+        scope = scope_name(dict(zip(CELL_AXES, (opt, lr), strict=True)))
         x_all = cell[X].to_numpy(dtype=float)
         for m in metrics:
             y_all = cell[m].to_numpy(dtype=float)

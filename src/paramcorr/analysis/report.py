@@ -33,6 +33,7 @@ from paramcorr.analysis.rank_stats import BCA_MAX_N, BOOT_MIN_RESAMPLES, BOOT_WO
 from paramcorr.analysis.summaries import HEADER_AXES, ReportNumbers, config_rows
 from paramcorr.analysis.vocab import (
     ALPHA,
+    CELL_AXES,
     CONFIDENCE,
     DISPLAYED_METRICS,
     EXPLORATORY,
@@ -436,7 +437,7 @@ def _regression_section(inp: ReportInputs) -> list[str]:
     if slopes.empty:
         return [*lines, "Not estimable: trainable parameters do not vary within any cell.", ""]
     metrics = list(dict.fromkeys(slopes["y"]))
-    cells = slopes.drop_duplicates(["optimizer", "lr"])[["optimizer", "lr"]]
+    cells = slopes.drop_duplicates(list(CELL_AXES))[list(CELL_AXES)]
     rows = []
     for c in cells.itertuples():
         row = [cell_label(c.optimizer, c.lr)]

@@ -13,6 +13,7 @@ from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.correlations import pearson_fields
 from paramcorr.analysis.models import strategy_vs_count
 from paramcorr.analysis.vocab import (
+    CELL_AXES,
     CONFIRMATORY_METRICS,
     MODEL_METRICS,
     X,
@@ -80,7 +81,7 @@ def paper_table(corr: pd.DataFrame, runs: pd.DataFrame, metrics: list[str],
     table = pd.DataFrame(rows)
     if len(table):
         table["_pooled"] = table["strategy"] != "pooled"
-        table = table.sort_values(["_pooled", "strategy", "optimizer", "lr"], kind="stable")
+        table = table.sort_values(["_pooled", "strategy", *CELL_AXES], kind="stable")
         table = table.drop(columns="_pooled").reset_index(drop=True)
     return table
 

@@ -104,6 +104,13 @@ def is_cell(frame: pd.DataFrame, pooled: bool = False) -> pd.Series:
     return mask
 
 
+def scope_name(axes: dict) -> str:
+    """A scope's name as correlations.csv writes it: ``key=value`` pairs of its axes in
+    SCOPE_AXES order, comma-joined (``all`` for none), e.g. ``optimizer=adam,lr=0.001``."""
+    pairs = [(a, axes[a]) for a in SCOPE_AXES if a in axes]
+    return ",".join(f"{a}={format_value(a, v)}" for a, v in pairs) or "all"
+
+
 def levels(frame: pd.DataFrame, axis: str) -> list:
     """The values of ``axis`` present, in the one order every table and figure uses.
 
@@ -150,8 +157,7 @@ def scopes(runs: pd.DataFrame) -> list[Scope]:
         for combo in grid:
             mask = np.logical_and.reduce([masks[a][v] for a, v in combo])
             if mask.any():
-                name = ",".join(f"{a}={format_value(a, v)}" for a, v in combo)
-                out.append(Scope(name, dict(combo), mask))
+                out.append(Scope(scope_name(dict(combo)), dict(combo), mask))
 
     combos(["freeze"])
     combos(list(CELL_AXES))

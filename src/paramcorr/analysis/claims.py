@@ -20,22 +20,28 @@ configurations, at which alpha, which cells hold...), so nothing downstream pars
 from __future__ import annotations
 
 import math
-import warnings
 import zlib
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.power import normal_power
 
 from paramcorr.analysis.configurations import RUNS_PREFIX
+from paramcorr.analysis.contrasts import (  # noqa: F401  (re-exported: tests read them here)
+    CI_RESAMPLES,
+    DIFF_RESAMPLES,
+    contrast_power,
+    corr_difference,
+    discordant_share,
+    fisher_contrast,
+    pearson_rows,
+    smallest_permutation_p,
+)
 from paramcorr.analysis.corrections import holm_adjust
 from paramcorr.analysis.correlations import pearson_fields
 from paramcorr.analysis.power import REFERENCE_R, power_to_detect
 from paramcorr.analysis.vocab import (
     ALPHA,
     CELL_AXES,
-    CONFIDENCE,
     CONFIRMATORY_METRICS,
     POOLED,
     X,
@@ -65,10 +71,6 @@ EVERY_CELL, SOME_CELL = "every optimizer x lr cell", "some optimizer x lr cell"
 GEN_PAIRS = (("gen_acc", "test_acc"), ("gen_f1", "test_f1"))
 # The study's smallest learning rate: claim c is about Adam there (override: --claim-c-lr).
 STUDY_SMALLEST_LR = 1e-4
-# Permutations for the test of r(gen) - r(test): exact up to 13 configurations (2^13 sign
-# swaps), else this many random ones. The bootstrap only draws the CI.
-DIFF_RESAMPLES = 9999
-CI_RESAMPLES = 1999
 # Claims b and c need a generalization set; a sweep without one (an image folder without
 # data.generalization_root) gets this reason instead of statistics on no data.
 NO_GENERALIZATION = ("no generalization set: no usable run has gen_acc or gen_f1 (for image "
@@ -252,71 +254,6 @@ def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> lis
 
 # --- claim b -----------------------------------------------------------------------------
 
-def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r along the last axis (broadcast): the resampling statistic handed to
-    scipy's bootstrap and permutation test, which would otherwise compute a p-value for
-    every resample (tested equal to ``scipy.stats.pearsonr``; NaN for a constant row)."""
-    a = a - a.mean(axis=-1, keepdims=True)
-    b = b - b.mean(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
-
-
-def _corr_difference(x: np.ndarray, gen: np.ndarray, test: np.ndarray,
-                     rng: np.random.Generator) -> tuple[float, float, float, float]:
-    """r(x, gen) - r(x, test) over configurations: estimate, 95% CI, p.
-
-    CI: paired bootstrap over configurations (scipy.stats.bootstrap, percentile). p: a
-    paired permutation test (scipy.stats.permutation_test, exact up to 2^13 configurations)
-    that swaps the standardized gen and test scores within configurations, exchangeable
-    when both correlate equally with x. In simulations at n = 12 configurations the
-    percentile-bootstrap p rejected a true null in ~8% of cells at 5%, the permutation p in
-    ~6%, so the test uses the permutation p.
-    """
-    def statistic(a, g, t, axis=-1):
-        return pearson_rows(a, g) - pearson_rows(a, t)
-
-    def swapped(g, t, axis=-1):
-        return statistic(x, g, t, axis=axis)
-
-    estimate = float(statistic(x, gen, test))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = stats.bootstrap((x, gen, test), statistic, paired=True, vectorized=True,
-                              n_resamples=CI_RESAMPLES, method="percentile",
-                              confidence_level=CONFIDENCE, rng=rng)
-        perm = stats.permutation_test((stats.zscore(gen), stats.zscore(test)), swapped,
-                                      permutation_type="samples", vectorized=True,
-                                      n_resamples=DIFF_RESAMPLES, rng=rng)
-    dist = res.bootstrap_distribution
-    dist = dist[np.isfinite(dist)]  # resamples with a constant variable have no r
-    low, high = math.nan, math.nan
-    if len(dist) >= 0.9 * CI_RESAMPLES:
-        low, high = (float(v) for v in np.quantile(dist, [(1 - CONFIDENCE) / 2,
-                                                          (1 + CONFIDENCE) / 2]))
-    return estimate, low, high, float(perm.pvalue)
-
-
-def smallest_permutation_p(n: int) -> float:
-    """The smallest two-sided p the paired permutation test can give with n configurations:
-    2 / 2^n when all 2^n swaps are enumerated, else 2 / (DIFF_RESAMPLES + 1)."""
-    if n < 1:
-        return math.nan
-    if 2.0 ** n <= DIFF_RESAMPLES:
-        return min(1.0, 2.0 / 2.0 ** n)
-    return 2.0 / (DIFF_RESAMPLES + 1)
-
-
-def discordant_share(x: np.ndarray, y: np.ndarray) -> float:
-    """Among pairs with different x, the share where the larger x has the strictly lower y."""
-    dx = np.sign(x[:, None] - x[None, :])
-    dy = np.sign(y[:, None] - y[None, :])
-    upper = np.triu(np.ones_like(dx, dtype=bool), 1) & (dx != 0)
-    if not upper.any():
-        return math.nan
-    return float(((dx * dy)[upper] < 0).sum() / upper.sum())
-
-
 def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int,
                  cache: dict | None = None) -> pd.DataFrame:
     """Every cell x (gen, test) pair: r_gen and r_test, the difference and its tests.
@@ -347,7 +284,7 @@ def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed:
                 key = (seed, scope, gen, data.tobytes())
                 if key not in cache:
                     rng = np.random.default_rng([seed, zlib.crc32(f"{scope}|{gen}".encode())])
-                    cache[key] = _corr_difference(*data.T, rng)
+                    cache[key] = corr_difference(*data.T, rng)
                 diff, low, high, p = cache[key]
                 row.update(n_diff=len(data), diff=diff, ci_low=low, ci_high=high, p_diff=p,
                            discordant=discordant_share(data[:, 0], data[:, 1]))
@@ -511,30 +448,6 @@ def _claim_b(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int
 
 # --- claim c -----------------------------------------------------------------------------
 
-def fisher_contrast(r1: float, n1: int, r2: float, n2: int) -> tuple[float, float, float,
-                                                                     float]:
-    """atanh(r1) - atanh(r2) of two independent Pearson correlations: estimate, 95% CI, p.
-
-    The normal test of the difference of Fisher z values, variance 1/(n1-3) + 1/(n2-3);
-    NaN where a sample has 3 or fewer points.
-    """
-    if not (is_number(r1) and is_number(r2)) or n1 <= 3 or n2 <= 3:
-        return math.nan, math.nan, math.nan, math.nan
-    bound = 1 - 1e-12  # |r| = 1 has an infinite z
-    d = float(np.arctanh(np.clip(r1, -bound, bound)) - np.arctanh(np.clip(r2, -bound, bound)))
-    se = math.sqrt(1 / (n1 - 3) + 1 / (n2 - 3))
-    half = stats.norm.ppf((1 + CONFIDENCE) / 2) * se
-    return d, d - half, d + half, float(2 * stats.norm.sf(abs(d) / se))
-
-
-def _contrast_power(n1: int, others: list[int]) -> float:
-    """Power of the weakest pairwise Fisher-z contrast to detect atanh(REFERENCE_R)."""
-    if n1 <= 3 or not others or min(others) <= 3:
-        return math.nan
-    se = math.sqrt(1 / (n1 - 3) + 1 / (min(others) - 3))
-    return float(normal_power(math.atanh(REFERENCE_R) / se, 1, ALPHA))
-
-
 def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dict], tuple]:
     """Per gen metric: the cell's r test and its contrast with every other cell."""
     opt, lr, scope = target
@@ -562,7 +475,7 @@ def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dic
         for kind, pick in (("above", np.argmin), ("below", np.argmax)):
             test = dict(kind=kind, metric=gen, n=n, n_runs=row["n_runs"], estimate=math.nan,
                         ci_low=math.nan, ci_high=math.nan, p=math.nan, other="",
-                        power=_contrast_power(n, [pr[1] for pr in pairs]),
+                        power=contrast_power(n, [pr[1] for pr in pairs]),
                         statistic=f"Fisher z of r({X}, {gen}) minus the "
                                   f"closest other cell's (is it {kind} every other cell?)")
             if pairs:

@@ -22,6 +22,7 @@ from paramcorr.analysis.vocab import (
     MODEL_METRICS,
     SCOPE_AXES,
     X,
+    format_value,
     is_number,
     scopes,
     used_mask,
@@ -223,7 +224,7 @@ def regression(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd
     frame = runs.loc[used_mask(runs), [X, *axes, *(m for m in MODEL_METRICS if m in metrics)]]
     frame = frame[np.isfinite(frame[X].to_numpy(dtype=float))].dropna(subset=axes)
     if "lr" in frame:
-        frame = frame.assign(lr_str=[repr(float(v)) for v in frame["lr"]])
+        frame = frame.assign(lr_str=[format_value("lr", v) for v in frame["lr"]])
     frame = frame.assign(cell=_cells(frame))
     factors = [f"C({a})" for a in ("optimizer", "lr_str")
                if a in frame and frame[a].nunique() >= 2]

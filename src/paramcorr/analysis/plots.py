@@ -99,7 +99,7 @@ def _marker(freeze: str, order: list[str]) -> str:
 
 
 def _levels(frame: pd.DataFrame, axis: str) -> list:
-    """The facet levels of ``axis`` (stats.levels order); [None] = one facet for all."""
+    """The facet levels of ``axis`` (vocab.levels order); [None] = one facet for all."""
     return levels(frame, axis) or [None]
 
 

@@ -514,19 +514,9 @@ def _claim_c_target(cells: list, claim_c_lr: float | None) -> tuple[tuple | None
                   f"(Adam cells here: lr={have})"), wanted
 
 
-def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
-             claim_c_lr: float | None) -> list[dict]:
-    target, why_not, wanted = _claim_c_target(cells, claim_c_lr)
-    if target is None:
-        return [_row("c", "optimizer=adam", "not tested", verdict=INCONCLUSIVE,
-                     route="not tested", reason=why_not, label=wanted)]
-    opt, lr, scope = target
-    label = _label(opt, lr)
-    tests, elsewhere = _c_tests(pooled, cells, target)
-    common = dict(label=label, elsewhere=elsewhere, n_diverged=diverged.get(scope, 0))
-    if not tests:
-        return [_row("c", scope, "not tested", verdict=INCONCLUSIVE, route="not tested",
-                     reason="no generalization metric in this sweep", **common)]
+def _c_decide(tests: list[dict]) -> tuple[str, str, dict]:
+    """Claim c's verdict, route and the test that decided it (RULES['c']); sets the tests'
+    ``p_holm``."""
     # support: every part positive and significant at alpha (intersection-union)
     parts = [t for t in tests if t["kind"] in ("r", "above")]
     support = [t for t in parts if is_number(t["estimate"]) and t["estimate"] > 0
@@ -560,6 +550,12 @@ def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
         else:
             route = "not positive" if shown["kind"] == "r" else "not greater"
         shown["p_holm"] = shown["p"]
+    return verdict, route, shown
+
+
+def _c_reason(tests: list[dict], verdict: str, route: str, shown: dict, label: str,
+              elsewhere: tuple) -> str:
+    """Claim c's reason: the route in words, then every test's numbers."""
     words = []
     for t in tests:
         if t["kind"] == "r":
@@ -582,6 +578,24 @@ def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
         reason += "; gen also rises significantly in " + "; ".join(elsewhere)
     if verdict == INCONCLUSIVE and is_number(shown["power"]):
         reason += f"; power of that test to detect r={REFERENCE_R}: {shown['power']:.0%}"
+    return reason
+
+
+def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
+             claim_c_lr: float | None) -> list[dict]:
+    target, why_not, wanted = _claim_c_target(cells, claim_c_lr)
+    if target is None:
+        return [_row("c", "optimizer=adam", "not tested", verdict=INCONCLUSIVE,
+                     route="not tested", reason=why_not, label=wanted)]
+    opt, lr, scope = target
+    label = _label(opt, lr)
+    tests, elsewhere = _c_tests(pooled, cells, target)
+    common = dict(label=label, elsewhere=elsewhere, n_diverged=diverged.get(scope, 0))
+    if not tests:
+        return [_row("c", scope, "not tested", verdict=INCONCLUSIVE, route="not tested",
+                     reason="no generalization metric in this sweep", **common)]
+    verdict, route, shown = _c_decide(tests)
+    reason = _c_reason(tests, verdict, route, shown, label, elsewhere)
     return [_row("c", scope, shown["statistic"], estimate=shown["estimate"],
                  ci_low=shown["ci_low"], ci_high=shown["ci_high"], p=shown["p"],
                  p_holm=shown["p_holm"], power=shown["power"],

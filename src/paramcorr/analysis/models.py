@@ -245,40 +245,58 @@ def regression(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd
             continue  # no residual degrees of freedom: nothing to estimate an error from
         y = sub[metric].to_numpy(dtype=float)
         slopes_fit = sm.OLS(y, cell_means).fit()
-        p_same = df_num = df_denom = f_power = math.nan
-        if len(cells) > 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                table = anova_lm(sm.OLS(y, common).fit(), slopes_fit)
-            p_same = float(table["Pr(>F)"].iloc[1])
-            df_num, df_denom = float(table["df_diff"].iloc[1]), float(table["df_resid"].iloc[1])
-            f_power = f_test_power(df_num, df_denom)
-        # A missing optimizer x lr combination leaves the factorial design singular;
-        # then the cell-means form (same fit) is the one reported.
-        full_rank = np.linalg.matrix_rank(interaction.to_numpy()) == interaction.shape[1]
-        fit = sm.OLS(y, interaction).fit() if full_rank else slopes_fit
-        model = formula if full_rank else f"y ~ 0 + C(cell) + C(cell):{X}"
-        ci = np.asarray(fit.conf_int(1 - CONFIDENCE))
-        names = list(interaction.columns) if full_rank else [
-            f"{kind}[{c}]" for c in cells for kind in ("C(cell)", f"{X}:C(cell)")]
-        coef, se, t, p = (np.asarray(v) for v in (fit.params, fit.bse, fit.tvalues,
-                                                   fit.pvalues))
-        for i, term in enumerate(names):
-            coef_rows.append({
-                "y": metric, "model": model, "term": term, "coef": coef[i], "se": se[i],
-                "t": t[i], "p": p[i], "ci_low": ci[i, 0], "ci_high": ci[i, 1],
-                "n": int(fit.nobs), "r2": fit.rsquared, "p_same_slope": p_same,
-                "f_df_num": df_num, "f_df_denom": df_denom, "f_power_medium": f_power})
-        ci = slopes_fit.conf_int(1 - CONFIDENCE)
-        for i, cell in enumerate(cells):
-            first = sub[sub["cell"] == cell].iloc[0]
-            j = 2 * i + 1
-            slope_rows.append({
-                "y": metric, "optimizer": first.get("optimizer"),
-                "lr": float(first["lr"]) if "lr" in sub else math.nan,
-                "n": int((sub["cell"] == cell).sum()), "slope": slopes_fit.params[j],
-                "ci_low": ci[j, 0], "ci_high": ci[j, 1], "p": slopes_fit.pvalues[j]})
+        same = _same_slope(y, common, slopes_fit, len(cells))
+        coef_rows += _coefficient_rows(metric, y, interaction, slopes_fit, cells, formula,
+                                       same)
+        slope_rows += _slope_rows(metric, sub, cells, slopes_fit)
     return pd.DataFrame(coef_rows), pd.DataFrame(slope_rows)
+
+
+def _same_slope(y: np.ndarray, common: np.ndarray, slopes_fit, n_cells: int) -> dict:
+    """The F test of one common slope against a slope per cell, and its power (medium f^2)."""
+    out = dict(p_same_slope=math.nan, f_df_num=math.nan, f_df_denom=math.nan,
+               f_power_medium=math.nan)
+    if n_cells > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = anova_lm(sm.OLS(y, common).fit(), slopes_fit)
+        df_num, df_denom = float(table["df_diff"].iloc[1]), float(table["df_resid"].iloc[1])
+        out.update(p_same_slope=float(table["Pr(>F)"].iloc[1]), f_df_num=df_num,
+                   f_df_denom=df_denom, f_power_medium=f_test_power(df_num, df_denom))
+    return out
+
+
+def _coefficient_rows(metric: str, y: np.ndarray, interaction: pd.DataFrame, slopes_fit,
+                      cells: list, formula: str, same: dict) -> list[dict]:
+    """regression.csv rows of one outcome: the interaction model's coefficients."""
+    # A missing optimizer x lr combination leaves the factorial design singular;
+    # then the cell-means form (same fit) is the one reported.
+    full_rank = np.linalg.matrix_rank(interaction.to_numpy()) == interaction.shape[1]
+    fit = sm.OLS(y, interaction).fit() if full_rank else slopes_fit
+    model = formula if full_rank else f"y ~ 0 + C(cell) + C(cell):{X}"
+    ci = np.asarray(fit.conf_int(1 - CONFIDENCE))
+    names = list(interaction.columns) if full_rank else [
+        f"{kind}[{c}]" for c in cells for kind in ("C(cell)", f"{X}:C(cell)")]
+    coef, se, t, p = (np.asarray(v) for v in (fit.params, fit.bse, fit.tvalues, fit.pvalues))
+    return [{"y": metric, "model": model, "term": term, "coef": coef[i], "se": se[i],
+             "t": t[i], "p": p[i], "ci_low": ci[i, 0], "ci_high": ci[i, 1],
+             "n": int(fit.nobs), "r2": fit.rsquared, **same}
+            for i, term in enumerate(names)]
+
+
+def _slope_rows(metric: str, sub: pd.DataFrame, cells: list, slopes_fit) -> list[dict]:
+    """regression_slopes.csv rows of one outcome: each cell's slope with its CI."""
+    ci = slopes_fit.conf_int(1 - CONFIDENCE)
+    rows = []
+    for i, cell in enumerate(cells):
+        first = sub[sub["cell"] == cell].iloc[0]
+        j = 2 * i + 1
+        rows.append({
+            "y": metric, "optimizer": first.get("optimizer"),
+            "lr": float(first["lr"]) if "lr" in sub else math.nan,
+            "n": int((sub["cell"] == cell).sum()), "slope": slopes_fit.params[j],
+            "ci_low": ci[j, 0], "ci_high": ci[j, 1], "p": slopes_fit.pvalues[j]})
+    return rows
 
 
 def _regression_designs(sub: pd.DataFrame, formula: str) -> tuple:

@@ -181,6 +181,26 @@ def _diverged_in(configs: pd.DataFrame, cells: list) -> dict[str, int]:
 
 # --- claim a -----------------------------------------------------------------------------
 
+def _a_cell(row: pd.Series, p_holm: float, power: float) -> tuple[str, str, str]:
+    """One cell's verdict on claim a, its route and reason (RULES['a'])."""
+    n = _n_phrase(row["n"], row["n_runs"])
+    if not is_number(row["r"]):
+        return INCONCLUSIVE, "not estimable", \
+            f"not estimable: {n}, fewer than 3 or a constant variable"
+    if row["r"] > 0 and row["p"] < ALPHA:
+        return SUPPORTED, "positive", \
+            f"r={row['r']:.2f}, {n}: significantly positive (p={_fp(row['p'])})"
+    if row["r"] < 0 and p_holm < ALPHA:
+        return CONTRADICTED, "negative", (
+            f"r={row['r']:.2f}, {n}: significantly negative after Holm over the "
+            f"cells (p_holm={_fp(p_holm)})")
+    # A cell too small for a power figure (n < 4) says so instead of "nan%".
+    power_text = f"{power:.0%}" if is_number(power) else "not computable at this n"
+    return INCONCLUSIVE, "not significant", (
+        f"r={row['r']:.2f}, {n}: not significant (p={_fp(row['p'])}); power "
+        f"to detect r={REFERENCE_R} at alpha {ALPHA}: {power_text}")
+
+
 def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> list[dict]:
     stat = f"pearson r({X}, test_acc), configurations"
     rows = [_get(pooled, scope, "test_acc") for _, _, scope in cells]
@@ -195,23 +215,7 @@ def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> lis
     out, summary_cells = [], []
     for (opt, lr, scope), row, ph in zip(cells, rows, holm, strict=True):
         power = power_to_detect(int(row["n"]), REFERENCE_R, ALPHA)
-        n = _n_phrase(row["n"], row["n_runs"])
-        if not is_number(row["r"]):
-            verdict, route = INCONCLUSIVE, "not estimable"
-            reason = f"not estimable: {n}, fewer than 3 or a constant variable"
-        elif row["r"] > 0 and row["p"] < ALPHA:
-            verdict, route = SUPPORTED, "positive"
-            reason = f"r={row['r']:.2f}, {n}: significantly positive (p={_fp(row['p'])})"
-        elif row["r"] < 0 and ph < ALPHA:
-            verdict, route = CONTRADICTED, "negative"
-            reason = (f"r={row['r']:.2f}, {n}: significantly negative after Holm over the "
-                      f"cells (p_holm={_fp(ph)})")
-        else:
-            verdict, route = INCONCLUSIVE, "not significant"
-            # A cell too small for a power figure (n < 4) says so instead of "nan%".
-            power_text = f"{power:.0%}" if is_number(power) else "not computable at this n"
-            reason = (f"r={row['r']:.2f}, {n}: not significant (p={_fp(row['p'])}); power "
-                      f"to detect r={REFERENCE_R} at alpha {ALPHA}: {power_text}")
+        verdict, route, reason = _a_cell(row, ph, power)
         label = _label(opt, lr)
         summary_cells.append((label, verdict, route))
         out.append(_row("a", scope, stat, estimate=row["r"], ci_low=row["ci_low"],

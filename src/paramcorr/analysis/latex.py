@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from paramcorr.analysis.labels import lr_math, metric_label, optimizer_label, strategy_label
-from paramcorr.analysis.vocab import ALPHA, DISPLAYED_METRICS, is_number
+from paramcorr.analysis.vocab import ALPHA, CONFIDENCE, DISPLAYED_METRICS, is_number
 
 NOT_AVAILABLE = "n/a"
 PREAMBLE = "\\usepackage{booktabs}"  # what a document needs to \input these tables
@@ -104,8 +104,9 @@ def claims_frame(claims: pd.DataFrame) -> pd.DataFrame:
         "Scope": [scope_text(s) for s in claims["scope"]],
         "Statistic": claims["statistic"].astype(str),
         "Estimate": [math_number(v) for v in claims["estimate"]],
-        "95\\% CI": [ci(lo, hi) for lo, hi in zip(claims["ci_low"], claims["ci_high"],
-                                                   strict=True)],
+        f"{CONFIDENCE * 100:.0f}\\% CI": [ci(lo, hi) for lo, hi
+                                           in zip(claims["ci_low"], claims["ci_high"],
+                                                  strict=True)],
         "$p$ (Holm)": [math_p(v) for v in claims["p_holm"]],
         "Power": [f"${float(v):.0%}$".replace("%", "\\%") if is_number(v) else NOT_AVAILABLE
                   for v in claims["power"]],

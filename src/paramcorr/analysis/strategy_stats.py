@@ -32,7 +32,7 @@ from paramcorr.analysis.configurations import configuration_means
 from paramcorr.analysis.corrections import adjust_pvalues
 from paramcorr.analysis.correlations import pearson_fields
 from paramcorr.analysis.labels import TRAINABLE_LABEL, metric_label, strategy_label
-from paramcorr.analysis.vocab import DISPLAYED_METRICS, X, levels, used_mask
+from paramcorr.analysis.vocab import CONFIDENCE, DISPLAYED_METRICS, X, levels, used_mask
 from paramcorr.strategy_names import marker
 
 EFFECTIVE_ROBUSTNESS = "effective_robustness"
@@ -217,8 +217,8 @@ def report_section(dose: pd.DataFrame, table: pd.DataFrame, plots: list[Path],
                   f"Pearson r and OLS slope (per decade of trainable parameters) of each metric "
                   f"on log10 trainable within each architecture, configurations as units; "
                   f"family `{DOSE_FAMILY}` ({len(tested)} tests, Holm).", ""]
-        lines += _md(["model", "metric", "n", "strategies", "r [95% CI]", "slope (SE)",
-                      "p_holm"],
+        lines += _md(["model", "metric", "n", "strategies", f"r [{CONFIDENCE:.0%} CI]",
+                      "slope (SE)", "p_holm"],
                      [[r["model"], r["y"], r["n"], r["n_strategies"],
                        f"{_f(r['r'], 2)} [{_f(r['ci_low'], 2)}, {_f(r['ci_high'], 2)}]",
                        f"{_f(r['slope'], 4)} ({_f(r['slope_se'], 4)})", f"{r['p_holm']:.2g}"]

@@ -52,6 +52,9 @@ def test_no_module_restates_the_vocabulary(path):
     literals = _code_literals(path)
     assert "0.05" not in literals and "0.95" not in literals  # vocab.ALPHA / CONFIDENCE
     assert not [s for s in literals if "log10_trainable" in s]  # vocab.X
+    # ... nor in the prose it writes (report, LaTeX): formatted from ALPHA / CONFIDENCE.
+    assert not [s for s in literals if s[:1] in "\"'fF" and any(
+        text in s for text in ("0.05", "95%", "95\\\\%"))]
     tree = ast.parse(path.read_text())
     assigned = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
                 for t in node.targets if isinstance(t, ast.Name)}

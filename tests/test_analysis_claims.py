@@ -484,13 +484,13 @@ def test_b_rows_show_the_statistic_that_decided():
 def test_b_names_the_lag_test_it_cannot_run():
     """A frozen-only sweep has 6 configurations per cell: the permutation p cannot fall
     below 2/2^6 = 0.031, which no Holm over 12 comparisons lets through."""
-    from paramcorr.analysis import claims as claims_module
+    from paramcorr.analysis.contrasts import corr_difference
     from paramcorr.analysis.report import claim_sentences
 
     rng = np.random.default_rng(0)
     for n in (6, 15):  # the most extreme data: scipy's permutation p is the smallest there
         x = np.arange(n, dtype=float)
-        *_, p = claims_module._corr_difference(x, -x, x, rng)
+        *_, p = corr_difference(x, -x, x, rng)
         if n == 6:  # exact: all 64 swaps, two of them as extreme as the data
             assert p == pytest.approx(smallest_permutation_p(n), rel=1e-12)
         else:  # random swaps: 2 / (9999 + 1) at best

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,21 +20,16 @@ from paramcorr.analysis import strategy_stats
 from paramcorr.analysis.claims import CLAIMS_COLUMNS, evaluate_claims
 from paramcorr.analysis.collect import Collection, NoRecordsError, check_sweep_dirs, collect_runs
 from paramcorr.analysis.configurations import configuration_means
+from paramcorr.analysis.correlations import correlation_table
 from paramcorr.analysis.latex import write_latex
+from paramcorr.analysis.models import partial_correlations, regression, rm_correlations
 from paramcorr.analysis.outdir import OutDirError, check_out_dir, make_out_dir
 from paramcorr.analysis.plots import make_plots, model_colours
+from paramcorr.analysis.power import power_table
 from paramcorr.analysis.report import ReportInputs, write_report
-from paramcorr.analysis.stats import (
-    CORR_COLUMNS,
-    correlation_table,
-    divergence_table,
-    paper_table,
-    partial_correlations,
-    power_table,
-    regression,
-    rm_correlations,
-    seed_spread,
-)
+from paramcorr.analysis.summaries import summarize
+from paramcorr.analysis.tables import divergence_table, paper_table, seed_spread
+from paramcorr.analysis.vocab import CORR_COLUMNS
 from paramcorr.record import Status
 
 __all__ = ["AnalysisResult", "NoRecordsError", "OutDirError", "run_analysis"]
@@ -97,25 +94,43 @@ def run_analysis(sweep_dirs: list[Path], out_dir: Path | None = None, n_boot: in
         return _run(sweep_dirs, out_dir, n_boot, seed, run_cis, claim_c_lr)
 
 
-def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
-         run_cis: bool = False, claim_c_lr: float | None = None) -> AnalysisResult:
-    sweep_dirs = check_sweep_dirs(sweep_dirs)
-    out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0] / "analysis"
-    check_out_dir(out_dir)  # fail fast, before reading; make_out_dir proves it after
-    timings: dict[str, float] = {}
-    cpu_timings: dict[str, float] = {}
+class _Phases:
+    """Wall and CPU time per phase of the analysis (``with phases("name"): ...``)."""
 
-    start, cpu = time.perf_counter(), time.process_time()
-    col: Collection = collect_runs(sweep_dirs, out_dirs=[out_dir, out_dir / "plots"])
-    timings["collect"] = time.perf_counter() - start
-    cpu_timings["collect"] = time.process_time() - cpu
-    make_out_dir(out_dir)  # before any statistics: an unwritable --out must not cost them
-    log.info("collected %d records (%d used) below %s", col.n_records, col.n_used,
-             ", ".join(map(str, sweep_dirs)))
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        # CPU time too: on a shared machine the wall times mostly measure the other load.
+        self.cpu_timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.timings[name] = time.perf_counter() - start
+        self.cpu_timings[name] = time.process_time() - cpu
+
+
+@dataclass
+class _Tables:
+    """Every table of one analysis, computed once and passed down to the writers, the plots
+    and the report (none of them recomputes a statistic)."""
+
+    configs: pd.DataFrame  # configuration means of the usable runs
+    completed: pd.DataFrame  # the same of the completed runs only (sensitivity)
+    corr: pd.DataFrame
+    claims: pd.DataFrame = field(default_factory=pd.DataFrame)
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    paper: pd.DataFrame = field(default_factory=pd.DataFrame)
+    partial: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rm: pd.DataFrame = field(default_factory=pd.DataFrame)
+    coefs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    slopes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    divergence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seeds: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def _correlations(col: Collection, n_boot: int, seed: int, run_cis: bool) -> _Tables:
     runs, metrics = col.runs, col.metrics
-    strategy_stats.add_effective_robustness(runs, metrics, col.run_axes)
-
-    start, cpu = time.perf_counter(), time.process_time()
     log.info("correlations: %d metrics x 3 methods x 2 units (bootstrap n=%d)", len(metrics),
              n_boot)
     # The configuration means, once for every table that reads them.
@@ -123,65 +138,92 @@ def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
     completed = configuration_means(runs, metrics, col.run_axes, statuses=(Status.COMPLETED,))
     corr = correlation_table(runs, metrics, n_boot=n_boot, seed=seed, progress=log.info,
                              run_axes=col.run_axes, run_cis=run_cis, configs=configs)
-    timings["correlations"] = time.perf_counter() - start
-    cpu_timings["correlations"] = time.process_time() - cpu
+    return _Tables(configs=configs, completed=completed, corr=corr)
 
-    start, cpu = time.perf_counter(), time.process_time()
+
+def _beyond(col: Collection, t: _Tables, seed: int, claim_c_lr: float | None) -> None:
+    """The claims and the statistics beyond the paper, into ``t``."""
+    runs, metrics, configs = col.runs, col.metrics, t.configs
     log.info("claims and beyond the paper: partial/rm correlations, regression, divergence")
-    claims, comparisons = evaluate_claims(corr, configs, seed=seed, completed=completed,
-                                          claim_c_lr=claim_c_lr)
-    paper = paper_table(corr, runs, metrics, col.run_axes, configs=configs,
-                        completed=completed)
+    t.claims, t.comparisons = evaluate_claims(t.corr, configs, seed=seed,
+                                              completed=t.completed, claim_c_lr=claim_c_lr)
+    t.paper = paper_table(t.corr, runs, metrics, col.run_axes, configs=configs,
+                          completed=t.completed)
     units = {"run": runs, **({"configuration": configs} if len(configs) else {})}
-    partial = _stack({u: partial_correlations(f, metrics) for u, f in units.items()})
-    rm = _stack({u: rm_correlations(f, metrics) for u, f in units.items()})
+    t.partial = _stack({u: partial_correlations(f, metrics) for u, f in units.items()})
+    t.rm = _stack({u: rm_correlations(f, metrics) for u, f in units.items()})
     fits = {u: regression(f, metrics) for u, f in units.items()}
-    coefs = _stack({u: fit[0] for u, fit in fits.items()})
-    slopes = _stack({u: fit[1] for u, fit in fits.items()})
-    divergence = divergence_table(runs, col.run_axes, configs=configs)
-    seeds = seed_spread(runs, col.run_axes, metrics)
-    timings["beyond"] = time.perf_counter() - start
-    cpu_timings["beyond"] = time.process_time() - cpu
+    t.coefs = _stack({u: fit[0] for u, fit in fits.items()})
+    t.slopes = _stack({u: fit[1] for u, fit in fits.items()})
+    t.divergence = divergence_table(runs, col.run_axes, configs=configs)
+    t.seeds = seed_spread(runs, col.run_axes, metrics)
 
-    start, cpu = time.perf_counter(), time.process_time()
-    frames = {"runs": runs, "correlations": corr[CORR_COLUMNS],
-              "claims": claims[CLAIMS_COLUMNS],
-              "claim_b_comparisons": comparisons, "paper_table": paper,
-              "partial_correlations": partial, "rm_correlations": rm, "regression": coefs,
-              "regression_slopes": slopes, "divergence": divergence, "seed_spread": seeds,
-              "power": power_table(corr)}
+
+def _write_tables(col: Collection, t: _Tables, out_dir: Path) -> dict[str, Path]:
+    frames = {"runs": col.runs, "correlations": t.corr[CORR_COLUMNS],
+              "claims": t.claims[CLAIMS_COLUMNS],
+              "claim_b_comparisons": t.comparisons, "paper_table": t.paper,
+              "partial_correlations": t.partial, "rm_correlations": t.rm,
+              "regression": t.coefs, "regression_slopes": t.slopes,
+              "divergence": t.divergence, "seed_spread": t.seeds, "power": power_table(t.corr)}
     files = _write_csvs(out_dir, frames)
-    files.update(write_latex(paper, claims, metrics, out_dir))
-    timings["write_csv"] = time.perf_counter() - start
-    cpu_timings["write_csv"] = time.process_time() - cpu
+    files.update(write_latex(t.paper, t.claims, col.metrics, out_dir))
+    return files
 
-    start, cpu = time.perf_counter(), time.process_time()
+
+def _figures(col: Collection, t: _Tables, out_dir: Path,
+             files: dict[str, Path]) -> tuple[list[Path], list[Path], list[str]]:
+    """The figures (stale ones of ours removed first) and the strategies section: (plots,
+    strategy plots, strategy report lines); the strategies' files go into ``files``."""
+    runs = col.runs
     log.info("plots")
     plot_dir = out_dir / "plots"
     for pattern in PLOT_PATTERNS:
         for stale in plot_dir.glob(pattern):
             stale.unlink()
-    plots = make_plots(runs, corr, metrics, plot_dir, configs=configs)
+    plots = make_plots(runs, t.corr, col.metrics, plot_dir, configs=t.configs)
     strategy_lines, strategy_files, strategy_plots = strategy_stats.analyse(
-        configs, metrics, model_colours(runs["model"].dropna().astype(str).tolist()
-                                        if "model" in runs else []), out_dir, plot_dir)
+        t.configs, col.metrics, model_colours(runs["model"].dropna().astype(str).tolist()
+                                              if "model" in runs else []), out_dir, plot_dir)
     files.update(strategy_files)
-    timings["plots"] = time.perf_counter() - start
-    cpu_timings["plots"] = time.process_time() - cpu
+    return plots, strategy_plots, strategy_lines
 
-    start, cpu = time.perf_counter(), time.process_time()
-    inputs = ReportInputs(collection=col, corr=corr, paper=paper, partial=partial, rm=rm,
-                          coefs=coefs, slopes=slopes, seeds=seeds, plots=plots,
-                          csvs=[p.name for p in files.values()], n_boot=n_boot, seed=seed,
-                          claims=claims, divergence=divergence, configs=configs,
-                          strategies=strategy_lines)
-    files["report"] = write_report(inputs, out_dir)
-    timings["report"] = time.perf_counter() - start
-    cpu_timings["report"] = time.process_time() - cpu
+
+def _run(sweep_dirs: list[Path], out_dir: Path | None, n_boot: int, seed: int,
+         run_cis: bool = False, claim_c_lr: float | None = None) -> AnalysisResult:
+    sweep_dirs = check_sweep_dirs(sweep_dirs)
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0] / "analysis"
+    check_out_dir(out_dir)  # fail fast, before reading; make_out_dir proves it after
+    phase = _Phases()
+
+    with phase("collect"):
+        col: Collection = collect_runs(sweep_dirs, out_dirs=[out_dir, out_dir / "plots"])
+    make_out_dir(out_dir)  # before any statistics: an unwritable --out must not cost them
+    log.info("collected %d records (%d used) below %s", col.n_records, col.n_used,
+             ", ".join(map(str, sweep_dirs)))
+    strategy_stats.add_effective_robustness(col.runs, col.metrics, col.run_axes)
+
+    with phase("correlations"):
+        t = _correlations(col, n_boot, seed, run_cis)
+    with phase("beyond"):
+        _beyond(col, t, seed, claim_c_lr)
+    with phase("write_csv"):
+        files = _write_tables(col, t, out_dir)
+    with phase("plots"):
+        plots, strategy_plots, strategy_lines = _figures(col, t, out_dir, files)
+    with phase("report"):
+        numbers = summarize(t.corr, col.runs, t.configs, t.seeds, t.rm, n_boot)
+        inputs = ReportInputs(collection=col, corr=t.corr, paper=t.paper, partial=t.partial,
+                              rm=t.rm, coefs=t.coefs, slopes=t.slopes, seeds=t.seeds,
+                              plots=plots, csvs=[p.name for p in files.values()],
+                              n_boot=n_boot, seed=seed, numbers=numbers, claims=t.claims,
+                              divergence=t.divergence, configs=t.configs,
+                              strategies=strategy_lines)
+        files["report"] = write_report(inputs, out_dir)
     log.info("wrote %s", out_dir)
     return AnalysisResult(
         out_dir=out_dir, summary=col.summary(), n_files=col.n_files, n_records=col.n_records,
         n_used=col.n_used, n_completed=col.count(Status.COMPLETED),
         n_diverged=col.count(Status.DIVERGED), n_failed=col.count(Status.FAILED),
         n_skipped=col.n_skipped, skipped=dict(col.skipped), files=files,
-        plots=plots + strategy_plots, timings=timings, cpu_timings=cpu_timings)
+        plots=plots + strategy_plots, timings=phase.timings, cpu_timings=phase.cpu_timings)

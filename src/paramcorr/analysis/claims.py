@@ -3,9 +3,10 @@
 Every claim is decided on configurations (all run axes but the seed; see
 ``configurations``), in the optimizer x lr cells pooled over freeze strategies (the cells
 of the confirmatory family ``confirmatory: pooled`` of correlations.csv). The verdicts are
-one of supported / contradicted / inconclusive; ``RULES`` states each decision rule in
-words (the report prints them before the numbers), ``FAMILIES`` which correction each claim
-uses, and the ``_claim_*`` functions apply exactly those rules.
+one of supported / contradicted / inconclusive; ``claims_text.RULES`` states each decision
+rule in words (the report prints them before the numbers), ``FAMILIES`` which correction
+each claim uses, and the ``_claim_*`` functions apply exactly those rules. This module
+decides; :mod:`paramcorr.analysis.claims_text` says it in words.
 
 Each claim is re-derived with diverged runs left out (``verdict_without_diverged``); where
 the two verdicts differ the reason says so and how many runs diverged.
@@ -19,26 +20,35 @@ configurations, at which alpha, which cells hold...), so nothing downstream pars
 from __future__ import annotations
 
 import math
-import warnings
 import zlib
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.power import normal_power
 
 from paramcorr.analysis.configurations import RUNS_PREFIX
-from paramcorr.analysis.power import ALPHA, REFERENCE_R, power_to_detect
-from paramcorr.analysis.stats import (
-    CONFIDENCE,
+from paramcorr.analysis.contrasts import (  # noqa: F401  (re-exported: tests read them here)
+    CI_RESAMPLES,
+    DIFF_RESAMPLES,
+    contrast_power,
+    corr_difference,
+    discordant_share,
+    fisher_contrast,
+    pearson_rows,
+    smallest_permutation_p,
+)
+from paramcorr.analysis.corrections import holm_adjust
+from paramcorr.analysis.correlations import pearson_fields
+from paramcorr.analysis.power import REFERENCE_R, power_to_detect
+from paramcorr.analysis.vocab import (
+    ALPHA,
+    CELL_AXES,
     CONFIRMATORY_METRICS,
     POOLED,
     X,
     format_value,
-    holm_adjust,
     is_number,
     levels,
-    pearson_fields,
+    scope_name,
     used_mask,
 )
 
@@ -61,10 +71,6 @@ EVERY_CELL, SOME_CELL = "every optimizer x lr cell", "some optimizer x lr cell"
 GEN_PAIRS = (("gen_acc", "test_acc"), ("gen_f1", "test_f1"))
 # The study's smallest learning rate: claim c is about Adam there (override: --claim-c-lr).
 STUDY_SMALLEST_LR = 1e-4
-# Permutations for the test of r(gen) - r(test): exact up to 13 configurations (2^13 sign
-# swaps), else this many random ones. The bootstrap only draws the CI.
-DIFF_RESAMPLES = 9999
-CI_RESAMPLES = 1999
 # Claims b and c need a generalization set; a sweep without one (an image folder without
 # data.generalization_root) gets this reason instead of statistics on no data.
 NO_GENERALIZATION = ("no generalization set: no usable run has gen_acc or gen_f1 (for image "
@@ -72,77 +78,14 @@ NO_GENERALIZATION = ("no generalization set: no usable run has gen_acc or gen_f1
                      "from another distribution)")
 CLAIM_B_FAMILY = "claim b: r_gen - r_test"
 
-CLAIMS = {
-    "a": "trainable parameters correlate positively with test accuracy at every learning "
-         "rate, for each optimizer",
-    "b": "for generalization (gen_acc, gen_f1), more trainable parameters do not guarantee "
-         "a higher score",
-    "c": "with Adam at the smallest learning rate, the correlation with generalization "
-         "becomes positive",
-}
-
-RULES = {
-    "a": "Per optimizer x lr cell, Pearson r of log10 trainable parameters with test_acc "
-         "over configurations. A cell *supports* a when r > 0 with p < 0.05, uncorrected: "
-         "'every cell is positive' is an intersection-union test, which rejects its null "
-         "(some cell is not positive) only when every cell rejects, so its error rate is at "
-         "most that of one cell test and a correction across cells would only cost power. "
-         "A cell *contradicts* a when r < 0 with p < 0.05 after Holm over the cells: 'some "
-         "cell is negative' is a union, which does need the correction. Claim a is "
-         "supported when every cell supports it, contradicted when any cell contradicts "
-         "it, inconclusive otherwise. The summary row shows the smallest cell r and the "
-         "largest cell p (the intersection-union p), or the contradicting cell.",
-    "b": "Per cell and generalization metric (gen_acc paired with test_acc, gen_f1 with "
-         "test_f1): the gen correlation r_gen (Pearson, Holm within `confirmatory: pooled`) "
-         "and the difference r_gen - r_test, with a 95% CI from a paired bootstrap over "
-         f"configurations ({CI_RESAMPLES} resamples, percentile) and a two-sided p from a "
-         "paired permutation test (gen and test scores, standardized, swapped within "
-         f"configurations; exact up to 13 configurations, else {DIFF_RESAMPLES} "
-         f"permutations), Holm-corrected over every cell x metric comparison (family "
-         f"`{CLAIM_B_FAMILY}`). A cell *supports* b when, for some gen metric, either "
-         "(falls) r_gen is significantly negative (Holm) and gen also falls relative to "
-         "test (r_gen - r_test < 0 with uncorrected p < 0.05: a collapse that takes test "
-         "accuracy down with it says nothing about generalization in particular), or (lags) "
-         "r_gen is not significantly positive (uncorrected p >= 0.05 or r_gen <= 0) and is "
-         "significantly smaller than r_test (Holm). It *contradicts* b when, for both gen "
-         "metrics, r_gen is significantly positive (Holm). Claim b is supported when some "
-         "cell supports it, contradicted when every cell contradicts it, inconclusive "
-         "otherwise. A row's estimate, CI and p are those of the statistic that decided it. "
-         "The permutation p cannot fall below 2 / 2^n with n configurations: where even "
-         "that cannot pass Holm, the lag test *cannot be tested* at this n and its power "
-         "is 0. The share of discordant pairs (configurations with more trainable "
-         "parameters but a lower gen score) is reported beside it.",
-    "c": "The Adam cell at the study's smallest learning rate, lr=0.0001 (another only when "
-         "named with --claim-c-lr; without such a cell c is not tested). For gen_acc and "
-         "gen_f1: Pearson r of log10 trainable parameters over the cell's configurations, "
-         "and its contrast with every other optimizer x lr cell: the difference of Fisher "
-         "z = atanh(r) between this cell and each other cell, a two-sided normal test with "
-         "variance 1 / (n1 - 3) + 1 / (n2 - 3) (the cells hold different configurations, "
-         "so the correlations are independent). *Supported* when, for both gen metrics, "
-         "the cell's r is positive with p < 0.05 and greater than every other cell's with "
-         "p < 0.05: 'becomes positive' is a contrast, and each part must hold, an "
-         "intersection-union test needing no correction. *Contradicted* when, for some gen "
-         "metric, the cell's r is significantly negative or significantly smaller than "
-         "every other cell's (Holm over these up to four tests: a union), *inconclusive* "
-         "otherwise. The row shows the test that decided (for a support, the weakest "
-         "part).",
-}
 FAMILIES = {
-    "a": "each cell at alpha 0.05 uncorrected for support (intersection-union), Holm over "
+    "a": f"each cell at alpha {ALPHA} uncorrected for support (intersection-union), Holm over "
          "the cells for a contradiction",
     "b": f"r_gen: Holm within `{POOLED}`; r_gen - r_test: Holm within `{CLAIM_B_FAMILY}` "
          "(every cell x gen metric)",
-    "c": "each part at alpha 0.05 for support (intersection-union), Holm over the "
+    "c": f"each part at alpha {ALPHA} for support (intersection-union), Holm over the "
          "contradiction tests",
 }
-POWER_NOTE = (f"`power`: the probability that the test behind the verdict detects a true "
-              f"|r| = {REFERENCE_R} at the alpha it was tested at (for claim c's contrast: a "
-              f"difference of atanh({REFERENCE_R}) in Fisher z); claim a's summary row shows "
-              "the smallest of its cells'. A low value makes an inconclusive verdict "
-              "uninformative rather than evidence of no effect. 0 where the test cannot "
-              "reach significance at this n; empty for claim b's permutation test "
-              "otherwise. `p_holm`: the p compared with 0.05 after the claim's own "
-              "correction (equal to p where the rule needs none).")
 ROUTES = ("positive", "negative", "not significant", "not estimable", "no cells", "falls",
           "lags", "rises", "untestable", "no evidence", "greater", "smaller",
           "not greater", "not positive", "not tested")
@@ -200,12 +143,12 @@ def confirmatory_cells(configs: pd.DataFrame) -> pd.DataFrame:
     cols = ["scope", "y", "optimizer", "lr", "n", "n_runs", "r", "p", "ci_low", "ci_high",
             "p_holm", "alpha_holm"]
     metrics = [m for m in CONFIRMATORY_METRICS if m in configs]
-    if configs.empty or not {"optimizer", "lr"} <= set(configs) or not metrics:
+    if configs.empty or not set(CELL_AXES) <= set(configs) or not metrics:
         return pd.DataFrame(columns=cols)
     usable = configs[used_mask(configs)]
     rows = []
-    for (opt, lr), cell in usable.groupby(["optimizer", "lr"], sort=True):
-        scope = f"optimizer={format_value('optimizer', opt)},lr={format_value('lr', lr)}"
+    for (opt, lr), cell in usable.groupby(list(CELL_AXES), sort=True):
+        scope = scope_name(dict(zip(CELL_AXES, (opt, lr), strict=True)))
         x_all = cell[X].to_numpy(dtype=float)
         for m in metrics:
             y_all = cell[m].to_numpy(dtype=float)
@@ -238,8 +181,28 @@ def _diverged_in(configs: pd.DataFrame, cells: list) -> dict[str, int]:
 
 # --- claim a -----------------------------------------------------------------------------
 
+def _a_cell(row: pd.Series, p_holm: float, power: float) -> tuple[str, str, str]:
+    """One cell's verdict on claim a, its route and reason (RULES['a'])."""
+    n = _n_phrase(row["n"], row["n_runs"])
+    if not is_number(row["r"]):
+        return INCONCLUSIVE, "not estimable", \
+            f"not estimable: {n}, fewer than 3 or a constant variable"
+    if row["r"] > 0 and row["p"] < ALPHA:
+        return SUPPORTED, "positive", \
+            f"r={row['r']:.2f}, {n}: significantly positive (p={_fp(row['p'])})"
+    if row["r"] < 0 and p_holm < ALPHA:
+        return CONTRADICTED, "negative", (
+            f"r={row['r']:.2f}, {n}: significantly negative after Holm over the "
+            f"cells (p_holm={_fp(p_holm)})")
+    # A cell too small for a power figure (n < 4) says so instead of "nan%".
+    power_text = f"{power:.0%}" if is_number(power) else "not computable at this n"
+    return INCONCLUSIVE, "not significant", (
+        f"r={row['r']:.2f}, {n}: not significant (p={_fp(row['p'])}); power "
+        f"to detect r={REFERENCE_R} at alpha {ALPHA}: {power_text}")
+
+
 def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> list[dict]:
-    stat = "pearson r(log10_trainable, test_acc), configurations"
+    stat = f"pearson r({X}, test_acc), configurations"
     rows = [_get(pooled, scope, "test_acc") for _, _, scope in cells]
     if not cells or any(r is None for r in rows):
         return [_row("a", EVERY_CELL, stat, verdict=INCONCLUSIVE, route="no cells",
@@ -252,23 +215,7 @@ def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> lis
     out, summary_cells = [], []
     for (opt, lr, scope), row, ph in zip(cells, rows, holm, strict=True):
         power = power_to_detect(int(row["n"]), REFERENCE_R, ALPHA)
-        n = _n_phrase(row["n"], row["n_runs"])
-        if not is_number(row["r"]):
-            verdict, route = INCONCLUSIVE, "not estimable"
-            reason = f"not estimable: {n}, fewer than 3 or a constant variable"
-        elif row["r"] > 0 and row["p"] < ALPHA:
-            verdict, route = SUPPORTED, "positive"
-            reason = f"r={row['r']:.2f}, {n}: significantly positive (p={_fp(row['p'])})"
-        elif row["r"] < 0 and ph < ALPHA:
-            verdict, route = CONTRADICTED, "negative"
-            reason = (f"r={row['r']:.2f}, {n}: significantly negative after Holm over the "
-                      f"cells (p_holm={_fp(ph)})")
-        else:
-            verdict, route = INCONCLUSIVE, "not significant"
-            # A cell too small for a power figure (n < 4) says so instead of "nan%".
-            power_text = f"{power:.0%}" if is_number(power) else "not computable at this n"
-            reason = (f"r={row['r']:.2f}, {n}: not significant (p={_fp(row['p'])}); power "
-                      f"to detect r={REFERENCE_R} at alpha {ALPHA}: {power_text}")
+        verdict, route, reason = _a_cell(row, ph, power)
         label = _label(opt, lr)
         summary_cells.append((label, verdict, route))
         out.append(_row("a", scope, stat, estimate=row["r"], ci_low=row["ci_low"],
@@ -311,71 +258,6 @@ def _claim_a(pooled: pd.DataFrame, cells: list, diverged: dict[str, int]) -> lis
 
 # --- claim b -----------------------------------------------------------------------------
 
-def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r along the last axis (broadcast): the resampling statistic handed to
-    scipy's bootstrap and permutation test, which would otherwise compute a p-value for
-    every resample (tested equal to ``scipy.stats.pearsonr``; NaN for a constant row)."""
-    a = a - a.mean(axis=-1, keepdims=True)
-    b = b - b.mean(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
-
-
-def _corr_difference(x: np.ndarray, gen: np.ndarray, test: np.ndarray,
-                     rng: np.random.Generator) -> tuple[float, float, float, float]:
-    """r(x, gen) - r(x, test) over configurations: estimate, 95% CI, p.
-
-    CI: paired bootstrap over configurations (scipy.stats.bootstrap, percentile). p: a
-    paired permutation test (scipy.stats.permutation_test, exact up to 2^13 configurations)
-    that swaps the standardized gen and test scores within configurations, exchangeable
-    when both correlate equally with x. In simulations at n = 12 configurations the
-    percentile-bootstrap p rejected a true null in ~8% of cells at 5%, the permutation p in
-    ~6%, so the test uses the permutation p.
-    """
-    def statistic(a, g, t, axis=-1):
-        return pearson_rows(a, g) - pearson_rows(a, t)
-
-    def swapped(g, t, axis=-1):
-        return statistic(x, g, t, axis=axis)
-
-    estimate = float(statistic(x, gen, test))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = stats.bootstrap((x, gen, test), statistic, paired=True, vectorized=True,
-                              n_resamples=CI_RESAMPLES, method="percentile",
-                              confidence_level=CONFIDENCE, rng=rng)
-        perm = stats.permutation_test((stats.zscore(gen), stats.zscore(test)), swapped,
-                                      permutation_type="samples", vectorized=True,
-                                      n_resamples=DIFF_RESAMPLES, rng=rng)
-    dist = res.bootstrap_distribution
-    dist = dist[np.isfinite(dist)]  # resamples with a constant variable have no r
-    low, high = math.nan, math.nan
-    if len(dist) >= 0.9 * CI_RESAMPLES:
-        low, high = (float(v) for v in np.quantile(dist, [(1 - CONFIDENCE) / 2,
-                                                          (1 + CONFIDENCE) / 2]))
-    return estimate, low, high, float(perm.pvalue)
-
-
-def smallest_permutation_p(n: int) -> float:
-    """The smallest two-sided p the paired permutation test can give with n configurations:
-    2 / 2^n when all 2^n swaps are enumerated, else 2 / (DIFF_RESAMPLES + 1)."""
-    if n < 1:
-        return math.nan
-    if 2.0 ** n <= DIFF_RESAMPLES:
-        return min(1.0, 2.0 / 2.0 ** n)
-    return 2.0 / (DIFF_RESAMPLES + 1)
-
-
-def discordant_share(x: np.ndarray, y: np.ndarray) -> float:
-    """Among pairs with different x, the share where the larger x has the strictly lower y."""
-    dx = np.sign(x[:, None] - x[None, :])
-    dy = np.sign(y[:, None] - y[None, :])
-    upper = np.triu(np.ones_like(dx, dtype=bool), 1) & (dx != 0)
-    if not upper.any():
-        return math.nan
-    return float(((dx * dy)[upper] < 0).sum() / upper.sum())
-
-
 def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int,
                  cache: dict | None = None) -> pd.DataFrame:
     """Every cell x (gen, test) pair: r_gen and r_test, the difference and its tests.
@@ -406,7 +288,7 @@ def _comparisons(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed:
                 key = (seed, scope, gen, data.tobytes())
                 if key not in cache:
                     rng = np.random.default_rng([seed, zlib.crc32(f"{scope}|{gen}".encode())])
-                    cache[key] = _corr_difference(*data.T, rng)
+                    cache[key] = corr_difference(*data.T, rng)
                 diff, low, high, p = cache[key]
                 row.update(n_diff=len(data), diff=diff, ci_low=low, ci_high=high, p_diff=p,
                            discordant=discordant_share(data[:, 0], data[:, 1]))
@@ -445,7 +327,7 @@ def _b_flags(comp: pd.DataFrame) -> pd.DataFrame:
 
 
 def _b_r_gen(c: pd.Series) -> dict:
-    return dict(statistic=f"pearson r(log10_trainable, {c['gen']}), configurations",
+    return dict(statistic=f"pearson r({X}, {c['gen']}), configurations",
                 estimate=c["r_gen"], ci_low=c["r_gen_low"], ci_high=c["r_gen_high"],
                 p=c["p_gen"], p_holm=c["p_holm_gen"], metric=c["gen"], n=c["n"],
                 n_runs=c["n_runs"], alpha=ALPHA,
@@ -570,30 +452,6 @@ def _claim_b(pooled: pd.DataFrame, configs: pd.DataFrame, cells: list, seed: int
 
 # --- claim c -----------------------------------------------------------------------------
 
-def fisher_contrast(r1: float, n1: int, r2: float, n2: int) -> tuple[float, float, float,
-                                                                     float]:
-    """atanh(r1) - atanh(r2) of two independent Pearson correlations: estimate, 95% CI, p.
-
-    The normal test of the difference of Fisher z values, variance 1/(n1-3) + 1/(n2-3);
-    NaN where a sample has 3 or fewer points.
-    """
-    if not (is_number(r1) and is_number(r2)) or n1 <= 3 or n2 <= 3:
-        return math.nan, math.nan, math.nan, math.nan
-    bound = 1 - 1e-12  # |r| = 1 has an infinite z
-    d = float(np.arctanh(np.clip(r1, -bound, bound)) - np.arctanh(np.clip(r2, -bound, bound)))
-    se = math.sqrt(1 / (n1 - 3) + 1 / (n2 - 3))
-    half = stats.norm.ppf((1 + CONFIDENCE) / 2) * se
-    return d, d - half, d + half, float(2 * stats.norm.sf(abs(d) / se))
-
-
-def _contrast_power(n1: int, others: list[int]) -> float:
-    """Power of the weakest pairwise Fisher-z contrast to detect atanh(REFERENCE_R)."""
-    if n1 <= 3 or not others or min(others) <= 3:
-        return math.nan
-    se = math.sqrt(1 / (n1 - 3) + 1 / (min(others) - 3))
-    return float(normal_power(math.atanh(REFERENCE_R) / se, 1, ALPHA))
-
-
 def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dict], tuple]:
     """Per gen metric: the cell's r test and its contrast with every other cell."""
     opt, lr, scope = target
@@ -606,7 +464,7 @@ def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dic
         tests.append(dict(kind="r", metric=gen, estimate=row["r"], ci_low=row["ci_low"],
                           ci_high=row["ci_high"], p=row["p"], n=n, n_runs=row["n_runs"],
                           power=power_to_detect(n, REFERENCE_R, ALPHA),
-                          statistic=f"pearson r(log10_trainable, {gen}), configurations"))
+                          statistic=f"pearson r({X}, {gen}), configurations"))
         pairs = []
         for o, v, other in cells:
             hit = _get(pooled, other, gen)
@@ -621,8 +479,8 @@ def _c_tests(pooled: pd.DataFrame, cells: list, target: tuple) -> tuple[list[dic
         for kind, pick in (("above", np.argmin), ("below", np.argmax)):
             test = dict(kind=kind, metric=gen, n=n, n_runs=row["n_runs"], estimate=math.nan,
                         ci_low=math.nan, ci_high=math.nan, p=math.nan, other="",
-                        power=_contrast_power(n, [pr[1] for pr in pairs]),
-                        statistic=f"Fisher z of r(log10_trainable, {gen}) minus the "
+                        power=contrast_power(n, [pr[1] for pr in pairs]),
+                        statistic=f"Fisher z of r({X}, {gen}) minus the "
                                   f"closest other cell's (is it {kind} every other cell?)")
             if pairs:
                 k = int(pick(z))
@@ -660,19 +518,9 @@ def _claim_c_target(cells: list, claim_c_lr: float | None) -> tuple[tuple | None
                   f"(Adam cells here: lr={have})"), wanted
 
 
-def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
-             claim_c_lr: float | None) -> list[dict]:
-    target, why_not, wanted = _claim_c_target(cells, claim_c_lr)
-    if target is None:
-        return [_row("c", "optimizer=adam", "not tested", verdict=INCONCLUSIVE,
-                     route="not tested", reason=why_not, label=wanted)]
-    opt, lr, scope = target
-    label = _label(opt, lr)
-    tests, elsewhere = _c_tests(pooled, cells, target)
-    common = dict(label=label, elsewhere=elsewhere, n_diverged=diverged.get(scope, 0))
-    if not tests:
-        return [_row("c", scope, "not tested", verdict=INCONCLUSIVE, route="not tested",
-                     reason="no generalization metric in this sweep", **common)]
+def _c_decide(tests: list[dict]) -> tuple[str, str, dict]:
+    """Claim c's verdict, route and the test that decided it (RULES['c']); sets the tests'
+    ``p_holm``."""
     # support: every part positive and significant at alpha (intersection-union)
     parts = [t for t in tests if t["kind"] in ("r", "above")]
     support = [t for t in parts if is_number(t["estimate"]) and t["estimate"] > 0
@@ -706,6 +554,12 @@ def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
         else:
             route = "not positive" if shown["kind"] == "r" else "not greater"
         shown["p_holm"] = shown["p"]
+    return verdict, route, shown
+
+
+def _c_reason(tests: list[dict], verdict: str, route: str, shown: dict, label: str,
+              elsewhere: tuple) -> str:
+    """Claim c's reason: the route in words, then every test's numbers."""
     words = []
     for t in tests:
         if t["kind"] == "r":
@@ -728,6 +582,24 @@ def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
         reason += "; gen also rises significantly in " + "; ".join(elsewhere)
     if verdict == INCONCLUSIVE and is_number(shown["power"]):
         reason += f"; power of that test to detect r={REFERENCE_R}: {shown['power']:.0%}"
+    return reason
+
+
+def _claim_c(pooled: pd.DataFrame, cells: list, diverged: dict[str, int],
+             claim_c_lr: float | None) -> list[dict]:
+    target, why_not, wanted = _claim_c_target(cells, claim_c_lr)
+    if target is None:
+        return [_row("c", "optimizer=adam", "not tested", verdict=INCONCLUSIVE,
+                     route="not tested", reason=why_not, label=wanted)]
+    opt, lr, scope = target
+    label = _label(opt, lr)
+    tests, elsewhere = _c_tests(pooled, cells, target)
+    common = dict(label=label, elsewhere=elsewhere, n_diverged=diverged.get(scope, 0))
+    if not tests:
+        return [_row("c", scope, "not tested", verdict=INCONCLUSIVE, route="not tested",
+                     reason="no generalization metric in this sweep", **common)]
+    verdict, route, shown = _c_decide(tests)
+    reason = _c_reason(tests, verdict, route, shown, label, elsewhere)
     return [_row("c", scope, shown["statistic"], estimate=shown["estimate"],
                  ci_low=shown["ci_low"], ci_high=shown["ci_high"], p=shown["p"],
                  p_holm=shown["p_holm"], power=shown["power"],

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from paramcorr.analysis.vocab import MAIN_METRICS, USED_STATUSES, X
 from paramcorr.errors import UserError
 from paramcorr.record import (
-    FINISHED_STATUSES,
     RECORD_NAME,
     STATUSES,
     RecordError,
@@ -27,12 +27,10 @@ from paramcorr.strategy_names import STRATEGY_AXES
 
 log = logging.getLogger(__name__)
 
-# The analysis uses the runs a job finished (completed or diverged); failed ones are listed.
-USED_STATUSES = FINISHED_STATUSES
 # Directories never searched: the default analysis output dir (ours), Hydra's bookkeeping.
 SKIP_DIRS = frozenset({"analysis", ".hydra", "__pycache__", ".git"})
-# The paper's four outcomes, then the rest of the contract's metrics; extras follow.
-MAIN_METRICS = ("test_acc", "test_f1", "gen_acc", "gen_f1")
+# The paper's four outcomes (vocab.MAIN_METRICS), then the rest of the contract's metrics;
+# extras follow.
 KNOWN_METRICS = (*MAIN_METRICS, "gap_acc", "gap_loss", "train_acc", "train_loss",
                  "val_acc", "val_loss", "test_loss")
 KNOWN_RUN_AXES = ("model", "weights", "freeze", *STRATEGY_AXES, "num_groups", "optimizer",
@@ -195,8 +193,7 @@ def plottable(values: np.ndarray) -> np.ndarray:
 
 
 # Row columns that are not run axes; a run axis of the same name gets a "run_" prefix.
-_ROW_FIELDS = frozenset({"run_dir", "status", "error", "config_hash", "schema",
-                         "log10_trainable"})
+_ROW_FIELDS = frozenset({"run_dir", "status", "error", "config_hash", "schema", X})
 
 
 def flatten(record: RunRecord, run_dir: str,
@@ -445,12 +442,12 @@ def _tidy(runs: pd.DataFrame, metrics: list[str], run_axes: list[str],
         runs["params_trainable"] = np.nan
     trainable = pd.to_numeric(runs["params_trainable"], errors="coerce").astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        runs["log10_trainable"] = np.where(trainable > 0, np.log10(trainable), np.nan)
+        runs[X] = np.where(trainable > 0, np.log10(trainable), np.nan)
     for m in metrics:
         runs[m] = runs[m].astype(float)
     for col in integers:  # nullable ints: written as 2, not 2.0, beside empty cells
         runs[col] = runs[col].astype("Int64")
     params = [c for c in runs.columns if c.startswith("params_")]
-    first = ["run_dir", "status", "error", *run_axes, *params, "log10_trainable", *metrics]
+    first = ["run_dir", "status", "error", *run_axes, *params, X, *metrics]
     rest = [c for c in runs.columns if c not in first]
     return runs[first + rest].reset_index(drop=True)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from paramcorr.analysis.collect import KNOWN_RUN_AXES, USED_STATUSES
+from paramcorr.analysis.collect import KNOWN_RUN_AXES
+from paramcorr.analysis.vocab import USED_STATUSES, X  # noqa: F401  (X re-exported)
 from paramcorr.record import Status
 
-X = "log10_trainable"
 RUNS_PREFIX = "n_runs:"  # per-metric count of runs behind a configuration mean
 
 

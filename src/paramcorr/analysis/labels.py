@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from paramcorr.analysis.stats import format_value, is_number
+from paramcorr.analysis.vocab import format_value, is_number
 from paramcorr.strategy_names import STRATEGY_TERMS
 
 # The result record's metrics (docs/record.md gives their exact definitions).

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from paramcorr.analysis.collect import MAIN_METRICS
 from paramcorr.analysis.labels import lr_math, metric_label, optimizer_label, strategy_label
-from paramcorr.analysis.stats import is_number
+from paramcorr.analysis.vocab import ALPHA, CONFIDENCE, DISPLAYED_METRICS, is_number
 
-ALPHA = 0.05
 NOT_AVAILABLE = "n/a"
 PREAMBLE = "\\usepackage{booktabs}"  # what a document needs to \input these tables
 
@@ -72,7 +70,7 @@ def _escape(text: str) -> str:
 def paper_frame(paper: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """The paper table as displayed: strategy, optimizer, lr, configurations (runs),
     diverged runs, Pearson r per metric (* where it survives Holm in its family)."""
-    wanted = [m for m in MAIN_METRICS if m in metrics]
+    wanted = [m for m in DISPLAYED_METRICS if m in metrics]
     rows = []
     for _, row in paper.iterrows():
         out = {("", "Strategy"): strategy_label(row["strategy"], short=True),
@@ -106,8 +104,9 @@ def claims_frame(claims: pd.DataFrame) -> pd.DataFrame:
         "Scope": [scope_text(s) for s in claims["scope"]],
         "Statistic": claims["statistic"].astype(str),
         "Estimate": [math_number(v) for v in claims["estimate"]],
-        "95\\% CI": [ci(lo, hi) for lo, hi in zip(claims["ci_low"], claims["ci_high"],
-                                                   strict=True)],
+        f"{CONFIDENCE * 100:.0f}\\% CI": [ci(lo, hi) for lo, hi
+                                           in zip(claims["ci_low"], claims["ci_high"],
+                                                  strict=True)],
         "$p$ (Holm)": [math_p(v) for v in claims["p_holm"]],
         "Power": [f"${float(v):.0%}$".replace("%", "\\%") if is_number(v) else NOT_AVAILABLE
                   for v in claims["power"]],
@@ -154,7 +153,7 @@ def write_latex(paper: pd.DataFrame, claims: pd.DataFrame, metrics: list[str],
             "freeze strategy, optimizer and learning rate. $n$ (runs): configurations "
             "and the runs they average; Div.: runs among them whose loss became "
             "non-finite. $^{*}$: Holm-corrected "
-            "$p < 0.05$ within the table's confirmatory family.",
+            f"$p < {ALPHA}$ within the table's confirmatory family.",
             "tab:paramcorr-paper"), encoding="utf-8")
         out["paper_table_tex"] = path
     if len(claims):

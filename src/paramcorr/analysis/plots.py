@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import stats
 
-from paramcorr.analysis.collect import MAIN_METRICS, plottable
+from paramcorr.analysis.collect import plottable
 from paramcorr.analysis.labels import (
     TRAINABLE_LABEL,
     lr_math,
@@ -33,7 +33,15 @@ from paramcorr.analysis.labels import (
     optimizer_label,
     strategy_label,
 )
-from paramcorr.analysis.stats import X, is_number, levels, used_mask
+from paramcorr.analysis.vocab import (
+    ALPHA,
+    DISPLAYED_METRICS,
+    X,
+    is_cell,
+    is_number,
+    levels,
+    used_mask,
+)
 from paramcorr.record import Status
 from paramcorr.strategy_names import STRATEGY_TERMS
 
@@ -91,7 +99,7 @@ def _marker(freeze: str, order: list[str]) -> str:
 
 
 def _levels(frame: pd.DataFrame, axis: str) -> list:
-    """The facet levels of ``axis`` (stats.levels order); [None] = one facet for all."""
+    """The facet levels of ``axis`` (vocab.levels order); [None] = one facet for all."""
     return levels(frame, axis) or [None]
 
 
@@ -276,7 +284,7 @@ def _cell_groups(pear: pd.DataFrame) -> dict[str, list[str]]:
     """
     groups: dict[str, list[str]] = {}
     cells = pear.drop_duplicates("scope")
-    cells = cells[cells["optimizer"].notna() & cells["lr"].notna()]
+    cells = cells[is_cell(cells)]
     pooled = cells[cells["freeze"].isna()]
     if len(pooled):
         groups[strategy_label("pooled")] = list(pooled["scope"])
@@ -351,7 +359,7 @@ def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | N
                 value = r.iat[i, j]
                 if not is_number(value):
                     continue
-                holm = is_number(ph.iat[i, j]) and ph.iat[i, j] < 0.05
+                holm = is_number(ph.iat[i, j]) and ph.iat[i, j] < ALPHA
                 text = f"{value:.2f}".replace("-", "\u2212") + ("*" if holm else "")
                 ax.text(j, i, text, ha="center", va="center", fontsize=CELL_FONT_PT,
                         fontweight="bold" if holm else "normal",
@@ -414,7 +422,7 @@ def make_plots(runs: pd.DataFrame, corr: pd.DataFrame | None, metrics: list[str]
     out: list[Path | None] = []
     # The style is read when text is made and when the PDF is written: both happen inside.
     with matplotlib.rc_context(PAPER_STYLE):
-        for metric in (m for m in MAIN_METRICS if m in metrics):
+        for metric in (m for m in DISPLAYED_METRICS if m in metrics):
             out.append(scatter_plot(runs, metric, colours, plot_dir / f"scatter_{metric}.png",
                                     configs))
         if corr is not None:

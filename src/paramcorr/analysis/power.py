@@ -13,11 +13,15 @@ import math
 import warnings
 from functools import lru_cache
 
+import numpy as np
+import pandas as pd
 import pingouin
 from scipy import stats
 from statsmodels.stats.power import FTestPower
 
-ALPHA = 0.05
+from paramcorr.analysis.corrections import family_sizes
+from paramcorr.analysis.vocab import ALPHA, EXPLORATORY
+
 POWER = 0.8
 REFERENCE_R = 0.5  # Cohen's "large" correlation: the effect the claims' power refers to
 REFERENCE_F2 = 0.15  # Cohen's "medium" f^2 for the F test of equal slopes
@@ -66,3 +70,27 @@ def f_test_power(df_num: float, df_denom: float, f2: float = REFERENCE_F2,
         return math.nan
     return float(FTestPower().power(effect_size=math.sqrt(f2), df_num=df_denom,
                                     df_denom=df_num, alpha=alpha))
+
+
+def add_power(table: pd.DataFrame) -> pd.DataFrame:
+    """critical_r (just reaches p < 0.05) and r80 (detected with 80% power) per row, plus,
+    for confirmatory rows, r80 at the first (strictest) Holm step alpha / m of its family."""
+    table = table.copy()
+    n = table["n"].to_numpy()
+    table["critical_r"] = [critical_r(int(k)) for k in n]
+    table["r80"] = [detectable_r(int(k)) for k in n]
+    sizes = family_sizes(table)
+    m = table["family"].map(sizes).to_numpy(dtype=float)
+    confirm = (table["family"] != EXPLORATORY).to_numpy()
+    alpha = np.where(confirm & (m > 0), ALPHA / np.where(m > 0, m, 1), np.nan)
+    table["alpha_holm"] = alpha
+    table["r80_holm"] = [detectable_r(int(k), float(a)) if a == a else math.nan
+                         for k, a in zip(n, alpha, strict=True)]
+    return table
+
+
+def power_table(corr: pd.DataFrame) -> pd.DataFrame:
+    """power.csv: per Pearson slice, its critical |r| and the |r| detected with 80% power."""
+    pear = corr[corr["method"] == "pearson"]
+    return pear[["scope", "unit", "y", "n", "n_runs", "family", "critical_r", "r80",
+                 "alpha_holm", "r80_holm"]].reset_index(drop=True)

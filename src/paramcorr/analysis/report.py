@@ -1,5 +1,9 @@
 """report.md: a three-line short answer, the study's claims and verdicts, then the paper's
-table, the statistics beyond it, findings in words generated from the numbers, and the plots."""
+table, the statistics beyond it, findings in words generated from the numbers, and the plots.
+
+Formatting only: the tables come from the analysis driver, and every count or aggregate the
+prose states from :mod:`paramcorr.analysis.summaries` (``ReportInputs.numbers``).
+"""
 
 from __future__ import annotations
 
@@ -8,34 +12,37 @@ from pathlib import Path
 
 import pandas as pd
 
-from paramcorr.analysis.claims import (
-    CLAIMS,
-    CONTRADICTED,
-    FAMILIES,
-    NO_GENERALIZATION,
-    POWER_NOTE,
-    RULES,
-    SUPPORTED,
-    pooled_rows,
+from paramcorr.analysis.claims import FAMILIES
+from paramcorr.analysis.claims_text import claim_sentences, claims_section
+from paramcorr.analysis.collect import Collection
+from paramcorr.analysis.escape import md_code, md_text
+
+# The formatters are re-exported: report.fr and friends were read here before formatting.py.
+from paramcorr.analysis.formatting import (  # noqa: F401
+    cell_label,
+    fcount,
+    fnum,
+    fp,
+    fpct,
+    fr,
+    md_table,
+    n_phrase,
 )
-from paramcorr.analysis.collect import MAIN_METRICS, USED_STATUSES, Collection
-from paramcorr.analysis.escape import md_cell, md_code, md_text
-from paramcorr.analysis.power import REFERENCE_F2, REFERENCE_R
-from paramcorr.analysis.stats import (
-    BCA_MAX_N,
-    BOOT_MIN_RESAMPLES,
-    BOOT_WORK,
+from paramcorr.analysis.power import REFERENCE_F2
+from paramcorr.analysis.rank_stats import BCA_MAX_N, BOOT_MIN_RESAMPLES, BOOT_WORK
+from paramcorr.analysis.summaries import HEADER_AXES, ReportNumbers, config_rows
+from paramcorr.analysis.vocab import (
+    ALPHA,
+    CELL_AXES,
+    CONFIDENCE,
+    DISPLAYED_METRICS,
     EXPLORATORY,
-    MODEL_METRICS,
-    NO_RUN_CI,
     POOLED,
     X,
-    family_sizes,
     format_value,
+    is_cell,
     is_number,
 )
-
-ALPHA = 0.05
 
 
 @dataclass
@@ -55,62 +62,13 @@ class ReportInputs:
     csvs: list[str]
     n_boot: int
     seed: int
+    # The counts and aggregates the prose states (summaries.summarize, computed once).
+    numbers: ReportNumbers
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)
     configs: pd.DataFrame = field(default_factory=pd.DataFrame)
     # The strategies section, rendered by paramcorr.analysis.strategy_stats.
     strategies: list[str] = field(default_factory=list)
-
-
-# --- formatting -------------------------------------------------------------------------
-
-def fr(v: object) -> str:
-    """A correlation or coefficient: two decimals, 'n/a' when empty."""
-    return f"{float(v):.2f}" if is_number(v) else "n/a"
-
-
-def fp(v: object) -> str:
-    """A p-value: three decimals, scientific below 0.001."""
-    if not is_number(v):
-        return "n/a"
-    v = float(v)
-    return f"{v:.1e}" if v < 0.001 else f"{v:.3f}"
-
-
-def fnum(v: object, digits: int = 3) -> str:
-    return f"{float(v):.{digits}g}" if is_number(v) else "n/a"
-
-
-def fpct(v: object) -> str:
-    return f"{float(v):.0%}" if is_number(v) else "n/a"
-
-
-def fcount(v: float) -> str:
-    """A parameter count as 1.2K / 3.4M."""
-    if not is_number(v):
-        return "n/a"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:.3g}{unit}"
-    return f"{v:.0f}"
-
-
-def cell_label(optimizer: object, lr: object) -> str:
-    """A paper cell in words, e.g. 'adam, lr=0.001'."""
-    return f"{md_text(optimizer)}, lr={format_value('lr', lr)}"
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(md_cell(str(c)) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def n_phrase(n: object, n_runs: object) -> str:
-    """'12 configurations (36 runs)'."""
-    if not is_number(n):
-        return "0 configurations"
-    return f"{int(n)} configurations ({int(n_runs) if is_number(n_runs) else '?'} runs)"
 
 
 def _corr_phrase(row: pd.Series) -> str:
@@ -120,208 +78,10 @@ def _corr_phrase(row: pd.Series) -> str:
            f"p_holm={fp(row['p_holm'])}"
 
 
-def _is_cell(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose scope is an optimizer x lr cell (scope axes are columns, not parsed)."""
-    return frame["optimizer"].notna() & frame["lr"].notna()
-
-
-def _pooled_cell(frame: pd.DataFrame) -> pd.Series:
-    return _is_cell(frame) & frame["freeze"].isna()
-
-
-def _config_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty or "unit" not in frame:
-        return frame
-    return frame[frame["unit"] == "configuration"]
-
-
 # --- sections ---------------------------------------------------------------------------
 
 def _claims_section(inp: ReportInputs) -> list[str]:
-    claims = inp.claims
-    configs = inp.configs
-    n_cfg = len(configs) if len(configs) else 0
-    n_runs = int(configs["n_runs"].sum()) if n_cfg and "n_runs" in configs else 0
-    lines = ["## The study's claims", "",
-             "The 2023 study concluded three things. Each is tested here on **configurations** "
-             "(every run axis except the seed; a configuration's score is the mean over its "
-             f"usable seeds): this sweep has {n_phrase(n_cfg, n_runs)}. Seeds of one "
-             "configuration are repeated measures, not independent evidence.", ""]
-    for key, text in CLAIMS.items():
-        lines.append(f"- **{key}**: {text}.")
-    # The verdicts first, then the rules that produced them (the short answer above already
-    # says each verdict in words; it is not repeated here).
-    lines += ["", "### Verdicts", ""]
-    if claims.empty:
-        lines += ["No claim could be evaluated.", ""]
-    else:
-        rows = []
-        for r in claims.itertuples():
-            ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
-            without = (r.verdict_without_diverged
-                       if isinstance(r.verdict_without_diverged, str) else "n/a")
-            rows.append([r.claim, md_code(r.scope), f"{fr(r.estimate)}{ci}", fp(r.p_holm),
-                         fpct(r.power), f"**{r.verdict}**", without, r.reason])
-        lines += [md_table(["claim", "scope", "estimate [95% CI]", "p_holm", "power",
-                            "verdict", "without diverged", "reason"], rows), "",
-                  "Statistic per row: claims.csv (`statistic`); LaTeX: claims.tex.", ""]
-    lines += ["### Decision rules (fixed before the numbers)", ""]
-    lines += [f"- **{key}**: {rule}" for key, rule in RULES.items()]
-    lines += ["", POWER_NOTE, ""]
-    return lines
-
-
-def _summary_row(claims: pd.DataFrame, claim: str) -> pd.Series | None:
-    hit = claims[claims["claim"] == claim]
-    return hit.iloc[-1] if len(hit) else None
-
-
-def _cell_rows(claims: pd.DataFrame, claim: str) -> pd.DataFrame:
-    """A claim's per-cell rows (every row but its last, the summary)."""
-    hit = claims[claims["claim"] == claim]
-    return hit.iloc[:-1]
-
-
-def _and_list(items: list[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _p_text(row: pd.Series) -> str:
-    """'p = 0.012' or, where the claim corrected it, 'p_holm = 0.03'."""
-    if is_number(row["p_holm"]) and is_number(row["p"]) and row["p_holm"] != row["p"]:
-        return f"p_holm = {fp(row['p_holm'])}"
-    return f"p = {fp(row['p'])}"
-
-
-def _divergence_note(claims: pd.DataFrame, claim: str) -> str:
-    """Where leaving the diverged runs out changes a verdict: which, and how many runs."""
-    if "verdict_without_diverged" not in claims:
-        return ""
-    rows = claims[claims["claim"] == claim]
-    changed = rows[rows["verdict_without_diverged"].notna()
-                   & (rows["verdict_without_diverged"] != rows["verdict"])]
-    if changed.empty:
-        return ""
-    summary = rows.iloc[-1]
-    parts = []
-    for r in changed.itertuples():
-        where = "overall" if r.Index == summary.name else f"in {r.label}"
-        runs = int(r.n_diverged) if is_number(r.n_diverged) else 0
-        parts.append(f"{where} it would be {r.verdict_without_diverged} without the {runs} "
-                     f"diverged run{'s' if runs != 1 else ''}")
-    return " Decided by divergence: " + "; ".join(parts) + "."
-
-
-def _sentence_a(claims: pd.DataFrame, a: pd.Series) -> str:
-    cells = _cell_rows(claims, "a")
-    pos = cells[cells["verdict"] == SUPPORTED]
-    neg = cells[cells["verdict"] == CONTRADICTED]
-    if a["verdict"] == SUPPORTED:
-        return (f"- **a — supported.** In all {len(cells)} optimizer x lr cells, "
-                "configurations with more trainable parameters reach a higher test accuracy "
-                f"(every cell p < {fnum(a['alpha'])}; smallest r = {fr(a['estimate'])}).")
-    if a["verdict"] == CONTRADICTED:
-        where = _and_list([f"{r.label} (r = {fr(r.estimate)}, p_holm = {fp(r.p_holm)})"
-                           for r in neg.itertuples()])
-        return (f"- **a — contradicted.** Test accuracy falls significantly as trainable "
-                f"parameters grow in {where}; the claim needs a positive correlation in every "
-                "cell.")
-    if a["route"] == "no cells":
-        return "- **a — inconclusive.** No optimizer x lr cell has test accuracy to test."
-    return (f"- **a — inconclusive.** {len(pos)} of {len(cells)} cells show a significant "
-            "positive correlation with test accuracy and none a significant negative one; "
-            f"the rest are not significant (lowest per-cell power to detect r = {REFERENCE_R} "
-            f"at alpha {fnum(a['alpha'])}: {fpct(a['power'])}).")
-
-
-def _b_cell_text(r) -> str:
-    if r.route == "falls":
-        return (f"in {r.label} {r.metric} falls significantly as trainable parameters grow "
-                f"(r = {fr(r.estimate)}, p_holm = {fp(r.p_holm)}) and falls relative to test "
-                "accuracy")
-    ci = f" [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.ci_low) else ""
-    return (f"in {r.label} {r.metric} is not significantly positive and its correlation lies "
-            f"significantly below the test score's (r_gen - r_test = {fr(r.estimate)}{ci}, "
-            f"p_holm = {fp(r.p_holm)})")
-
-
-def _sentence_b(claims: pd.DataFrame, b: pd.Series) -> str:
-    cells = _cell_rows(claims, "b")
-    if b["verdict"] == SUPPORTED:
-        hold = cells[cells["verdict"] == SUPPORTED]
-        return ("- **b — supported.** More trainable parameters do not guarantee a better "
-                "generalization score: " + "; ".join(_b_cell_text(r) for r in hold.itertuples())
-                + ".")
-    if b["verdict"] == CONTRADICTED:
-        return ("- **b — contradicted.** In every cell both generalization scores rise "
-                f"significantly with trainable parameters (weakest: {b['label']}, "
-                f"{b['metric']} r = {fr(b['estimate'])}, p_holm = {fp(b['p_holm'])}).")
-    if b["reason"] == NO_GENERALIZATION:
-        return f"- **b — inconclusive.** Not tested: {NO_GENERALIZATION}."
-    if b["route"] == "no cells":
-        return "- **b — inconclusive.** No cell has both generalization and test scores."
-    text = ("- **b — inconclusive.** No cell shows generalization falling or lagging test "
-            "accuracy significantly, and not every cell shows it rising significantly.")
-    untestable = cells[cells["route"] == "untestable"]
-    if len(untestable):
-        sizes = sorted({int(n) for n in untestable["n_min"] if is_number(n)})
-        p_min = untestable["p_min"].min()
-        text += (f" In {len(untestable)} of {len(cells)} cells the lag test cannot be tested "
-                 f"with {' or '.join(map(str, sizes))} configurations: its smallest attainable "
-                 f"p ({fp(p_min)}) cannot pass Holm, so its power is 0.")
-    return text
-
-
-def _sentence_c(c: pd.Series) -> str:
-    label, route = c["label"], c["route"]
-    if route == "not tested":
-        if c["reason"] == NO_GENERALIZATION:
-            return f"- **c — inconclusive.** Not tested: {NO_GENERALIZATION}."
-        if c["scope"] == "optimizer=adam":
-            return (f"- **c — not tested.** The sweep has no Adam cell at {label} (the "
-                    "study's smallest learning rate unless `--claim-c-lr` names another).")
-        return f"- **c — not tested.** {label} has no generalization score or no other cell."
-    also = ""
-    if len(c["elsewhere"]):
-        others = list(c["elsewhere"])
-        also = (f" Generalization also rises significantly in {len(others)} other "
-                f"cell{'s' if len(others) != 1 else ''}: {_and_list(others)}.")
-    ci = f" [{fr(c['ci_low'])}, {fr(c['ci_high'])}]" if is_number(c["ci_low"]) else ""
-    if route == "greater":
-        body = (f"In {label} the correlation of trainable parameters with both "
-                "generalization scores is significantly positive and significantly above "
-                f"every other cell's (weakest part: {c['statistic']}, {fr(c['estimate'])}{ci}, "
-                f"{_p_text(c)}).")
-    elif route == "negative":
-        body = (f"In {label} {c['metric']} falls significantly with trainable parameters "
-                f"(r = {fr(c['estimate'])}{ci}, {_p_text(c)}).")
-    elif route == "smaller":
-        body = (f"In {label} the correlation with {c['metric']} lies significantly below "
-                f"every other cell's (closest: {c['other']}, Fisher z difference "
-                f"{fr(c['estimate'])}{ci}, {_p_text(c)}).")
-    elif route == "not positive":
-        body = (f"In {label} the correlation with {c['metric']} is not significantly "
-                f"positive (r = {fr(c['estimate'])}{ci}, {_p_text(c)}; power to detect "
-                f"r = {REFERENCE_R}: {fpct(c['power'])}).")
-    else:
-        body = (f"In {label} the correlation with generalization is positive but not "
-                f"significantly above every other cell's ({c['metric']}, closest: "
-                f"{c['other']}, Fisher z difference {fr(c['estimate'])}{ci}, {_p_text(c)}): "
-                "it does not *become* positive there.")
-    return f"- **c — {c['verdict']}.** {body}{also}"
-
-
-def claim_sentences(claims: pd.DataFrame) -> list[str]:
-    """One plain sentence per claim, formatted from its structured fields only."""
-    out = []
-    for key, sentence in (("a", lambda s: _sentence_a(claims, s)),
-                          ("b", lambda s: _sentence_b(claims, s)), ("c", _sentence_c)):
-        row = _summary_row(claims, key)
-        if row is not None:
-            out.append(sentence(row) + _divergence_note(claims, key))
-    return out
+    return claims_section(inp.claims, inp.numbers.n_configs, inp.numbers.n_config_runs)
 
 
 def _short_answer(inp: ReportInputs) -> list[str]:
@@ -332,12 +92,9 @@ def _short_answer(inp: ReportInputs) -> list[str]:
     return ["## Short answer", "", *claim_sentences(inp.claims), ""]
 
 
-def _pooled_budgets(runs: pd.DataFrame) -> list[str]:
+def _pooled_budgets(numbers: ReportNumbers) -> list[str]:
     """A line naming the epoch budgets when runs with different ones are pooled."""
-    column = "epochs_configured" if "epochs_configured" in runs else "epochs"
-    if column not in runs:
-        return []
-    budgets = sorted({int(v) for v in pd.to_numeric(runs[column], errors="coerce").dropna()})
+    column, budgets = numbers.budget_column, numbers.budgets
     if len(budgets) < 2:
         return []
     return [f"- epoch budgets pooled in this analysis: {', '.join(map(str, budgets))} "
@@ -345,7 +102,7 @@ def _pooled_budgets(runs: pd.DataFrame) -> list[str]:
 
 
 def _header(inp: ReportInputs) -> list[str]:
-    col, runs = inp.collection, inp.collection.runs
+    col, numbers = inp.collection, inp.numbers
     lines = ["## The sweep", "",
              "Sweep directories: " + ", ".join(md_code(d) for d in col.sweep_dirs), ""]
     why = ", ".join(f"{n} {r}" for r, n in sorted(col.skipped.items()))
@@ -357,24 +114,16 @@ def _header(inp: ReportInputs) -> list[str]:
         f"{col.count('diverged')} diverged); failed (listed in runs.csv, not used): "
         f"{col.count('failed')}",
         f"- configurations (run axes except the seed) with usable runs: {len(inp.configs)}",
-        *_pooled_budgets(runs),
+        *_pooled_budgets(numbers),
     ]
-    for axis, label in (("optimizer", "optimizers"), ("lr", "learning rates"),
-                        ("freeze", "freeze strategies"), ("seed", "seeds")):
-        if axis in runs and runs[axis].notna().any():
-            values = sorted(runs[axis].dropna().unique(), key=lambda v: (str(type(v)), v))
-            lines.append(f"- {label}: " + ", ".join(md_text(format_value(axis, v)) for v in values))
-    if "model" in runs:
-        used = runs[runs["status"].isin(USED_STATUSES)]
-        rows = []
-        for model, grp in runs.groupby("model", sort=True):
-            u = used[used["model"] == model]
-            trainable = pd.to_numeric(grp["params_trainable"], errors="coerce")
-            total = pd.to_numeric(grp.get("params_total", pd.Series(dtype=float)),
-                                  errors="coerce")
-            rows.append([md_text(model), fcount(total.max()),
-                         f"{fcount(trainable.min())} - {fcount(trainable.max())}",
-                         str(len(grp)), str(len(u))])
+    for axis, label in HEADER_AXES:
+        if axis in numbers.axis_values:
+            lines.append(f"- {label}: " + ", ".join(md_text(format_value(axis, v))
+                                                   for v in numbers.axis_values[axis]))
+    if "model" in col.runs:
+        rows = [[md_text(a.model), fcount(a.total),
+                 f"{fcount(a.trainable_min)} - {fcount(a.trainable_max)}", str(a.runs),
+                 str(a.used)] for a in numbers.architectures.itertuples()]
         lines += ["", "Architectures:", "",
                   md_table(["model", "total params", "trainable params", "runs", "used"], rows)]
     return [*lines, ""]
@@ -395,17 +144,18 @@ def _claim_families(sizes: dict[str, int]) -> str:
 
 
 def _how_to_read(inp: ReportInputs) -> list[str]:
-    sizes = family_sizes(inp.corr)
+    sizes = inp.numbers.family_sizes
     fam = "; ".join(f"{md_code(k)}: {v} tests" for k, v in sizes.items()) + _claim_families(sizes)
     return [
         "## How to read this", "",
         "Each run fine-tunes one pretrained architecture with one optimizer, learning rate "
         "(lr), freeze strategy and seed. The question is whether configurations that train "
-        "more parameters reach higher accuracy. The x variable is `log10_trainable`, the "
+        f"more parameters reach higher accuracy. The x variable is `{X}`, the "
         "base-10 log of the number of trainable parameters (so +1 means ten times more). "
         "`r` is a correlation in a slice (a *scope*, e.g. adam with lr=0.001): +1 means more "
         "trainable parameters always go with a higher score, 0 no linear/rank association. "
-        "Brackets hold 95% confidence intervals. The **unit** is the configuration (all run "
+        f"Brackets hold {CONFIDENCE:.0%} confidence intervals. The **unit** is the "
+        "configuration (all run "
         "axes except the seed, scores averaged over seeds); correlations.csv also keeps "
         "run-level rows (`unit=run`), which are exploratory only because seeds of a "
         "configuration are not independent. `p` is the chance of an |r| this large with no "
@@ -413,7 +163,7 @@ def _how_to_read(inp: ReportInputs) -> list[str]:
         "within a declared **family**: the paper table on configurations is confirmatory "
         "(pooled over strategies, and within each strategy, one family each), everything "
         f"else is exploratory. Family sizes: {fam}. A result *survives Holm* when "
-        "p_holm < 0.05. Metrics: `test_acc`/`test_f1` are accuracy and macro F1 on the "
+        f"p_holm < {ALPHA}. Metrics: `test_acc`/`test_f1` are accuracy and macro F1 on the "
         "held-out test split; `gen_acc`/`gen_f1` the same on the shifted generalization set; "
         "`gap_acc` = train_acc - test_acc (overfitting).", ""]
 
@@ -434,20 +184,20 @@ def _paper_rows(table: pd.DataFrame, metrics: list[str]) -> list[list[str]]:
 
 
 def _paper_section(inp: ReportInputs) -> list[str]:
-    metrics = [m for m in MAIN_METRICS if m in inp.collection.metrics]
+    metrics = [m for m in DISPLAYED_METRICS if m in inp.collection.metrics]
     lines = ["## The paper's table", "",
              "Pearson r of log10 trainable parameters with each metric over configurations, "
              "one row per optimizer x learning rate; `n` = configurations (runs), `div` = "
              "diverged runs among them. **Bold**: survives Holm within the table's "
-             "confirmatory family. `critical |r|`: the |r| that just reaches p < 0.05 (a true "
+             f"confirmatory family. `critical |r|`: the |r| that just reaches p < {ALPHA} (a true "
              "r of that size is found only about half the time); `|r| 80%`: the true |r| "
-             "detected with 80% power at alpha 0.05; `|r| 80% Holm`: the same at the family's "
+             f"detected with 80% power at alpha {ALPHA}; `|r| 80% Holm`: the same at the family's "
              "strictest Holm step (alpha / m).", ""]
     if inp.paper.empty or not metrics:
         return [*lines, "No optimizer x lr cells with usable runs.", ""]
     headers = ["cell", "n (runs)", "div", *(f"{m} r (p)" for m in metrics), "critical |r|",
                "|r| 80%", "|r| 80% Holm"]
-    sizes = family_sizes(inp.corr)
+    sizes = inp.numbers.family_sizes
     for strategy, table in inp.paper.groupby("strategy", sort=False):
         family = table["family"].iloc[0]
         size = sizes.get(family, 0) if isinstance(family, str) else 0
@@ -500,28 +250,23 @@ def _sensitivity_table(table: pd.DataFrame, metrics: list[str]) -> list[str]:
 
 
 def _findings(inp: ReportInputs) -> list[str]:
-    corr = inp.corr
+    numbers = inp.numbers
     lines = ["## Findings", "", "Generated from the numbers above and below; each claim's "
              "sentence follows its verdict.", ""]
-    pooled = pooled_rows(corr)
+    pooled = numbers.pooled
     if pooled.empty or pooled["p"].notna().sum() == 0:
         return [*lines, "- No configuration slice had 3 or more usable points with varying "
                 "values: nothing could be tested.", ""]
     if len(inp.claims):
         lines.append("- The study's claims: their verdicts, in words, open this report.")
-    sizes = family_sizes(corr)
-    for family, size in sizes.items():
-        if family == EXPLORATORY:
-            continue
-        rows = corr[(corr["family"] == family) & corr["p"].notna()]
-        k = int((rows["p_holm"] < ALPHA).sum())
-        lines.append(f"- {md_code(family)}: {k} of {size} confirmatory tests survive Holm.")
-    explo = corr[(corr["family"] == EXPLORATORY) & (corr["method"] == "pearson")
-                 & (corr["unit"] == "configuration") & corr["p"].notna()]
-    if len(explo):
-        k = int((explo["p_bh"] < ALPHA).sum())
-        lines.append(f"- Exploratory (Pearson, configurations): {k} of {len(explo)} slices "
-                     "have BH-adjusted p < 0.05 (family of "
+    sizes = numbers.family_sizes
+    for family, k in numbers.survivors.items():
+        lines.append(f"- {md_code(family)}: {k} of {sizes[family]} confirmatory tests survive "
+                     "Holm.")
+    if numbers.exploratory_slices:
+        lines.append(f"- Exploratory (Pearson, configurations): {numbers.exploratory_bh} of "
+                     f"{numbers.exploratory_slices} slices "
+                     f"have BH-adjusted p < {ALPHA} (family of "
                      f"{sizes.get(EXPLORATORY, 0)} tests, all methods and units).")
     paper = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
     for _, row in paper.iterrows():
@@ -534,14 +279,14 @@ def _findings(inp: ReportInputs) -> list[str]:
             lines.append(f"- {cell_label(row['optimizer'], row['lr'])}: " + "; ".join(parts))
     lines += _strategy_finding(inp.paper)
     lines += _divergence_finding(inp.divergence, inp.paper)
-    lines += _rm_finding(inp.rm)
+    lines += _rm_finding(numbers)
     lines += _regression_finding(inp.coefs)
-    lines += _seed_finding(inp.seeds)
+    lines += _seed_finding(inp.seeds, numbers.seed_summary)
     cells = inp.paper[inp.paper["strategy"] == "pooled"] if len(inp.paper) else inp.paper
     if len(cells):
         row = cells.iloc[len(cells) // 2]
         lines.append(f"- Power: with {n_phrase(row['n_configs'], row['n_runs'])} per cell, "
-                     f"|r| >= {fr(row['critical_r'])} reaches p < 0.05, a true |r| of "
+                     f"|r| >= {fr(row['critical_r'])} reaches p < {ALPHA}, a true |r| of "
                      f"{fr(row['r80'])} is found with 80% power, and {fr(row['r80_holm'])} at "
                      "the confirmatory Holm threshold.")
     return [*lines, ""]
@@ -580,36 +325,24 @@ def _divergence_finding(div: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
               "an outcome); the sensitivity table shows the confirmatory r without them."]
 
 
-def _rm_cells(rm: pd.DataFrame) -> pd.DataFrame:
-    rm = _config_rows(rm)
-    if rm.empty:
-        return rm
-    return rm[rm["applicable"] & _pooled_cell(rm)]
-
-
-def _rm_finding(rm: pd.DataFrame) -> list[str]:
-    cells = _rm_cells(rm)
-    cells = cells[cells["y"] == "test_acc"] if len(cells) else cells
-    if cells.empty:
+def _rm_finding(numbers: ReportNumbers) -> list[str]:
+    signs = numbers.rm_signs
+    if not signs.n_cells:
         return ["- Within-architecture association: not applicable (no architecture was run "
                 "with two or more trainable-parameter counts in a cell)."]
-    pos = cells[cells["slope"] > 0]
-    neg = cells[cells["slope"] < 0]
-    sig_pos = int((pos["p"] < ALPHA).sum())
-    sig_neg = int((neg["p"] < ALPHA).sum())
     text = (f"- Within an architecture (rmcorr per optimizer x lr cell, test_acc, "
-            f"configurations): the slope is positive in {len(pos)} of {len(cells)} cells "
-            f"({sig_pos} with p < 0.05) and negative in {len(neg)} ({sig_neg} with p < 0.05)")
-    if len(pos) and len(neg):
+            f"configurations): the slope is positive in {signs.positive} of {signs.n_cells} "
+            f"cells ({signs.sig_positive} with p < {ALPHA}) and negative in {signs.negative} "
+            f"({signs.sig_negative} with p < {ALPHA})")
+    if signs.positive and signs.negative:
         text += "; the cells disagree in sign, so no pooled within-architecture slope is given."
     else:
-        text += (f"; per-cell r_rm ranges {fr(cells['r_rm'].min())} to "
-                 f"{fr(cells['r_rm'].max())}.")
+        text += f"; per-cell r_rm ranges {fr(signs.r_min)} to {fr(signs.r_max)}."
     return [text]
 
 
 def _regression_finding(coefs: pd.DataFrame) -> list[str]:
-    coefs = _config_rows(coefs)
+    coefs = config_rows(coefs)
     if coefs.empty:
         return []
     out = []
@@ -628,29 +361,28 @@ def _regression_finding(coefs: pd.DataFrame) -> list[str]:
             "configurations): " + "; ".join(out) + "."]
 
 
-def _seed_finding(seeds: pd.DataFrame) -> list[str]:
-    if seeds.empty or "test_acc_sd" not in seeds:
+def _seed_finding(seeds: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    hit = summary[summary["metric"] == "test_acc"] if len(summary) else summary
+    if hit.empty or not hit["configs"].iloc[0]:
         return []
-    sd = seeds["test_acc_sd"].dropna()
-    if sd.empty:
-        return []
+    row = hit.iloc[0]
     return [f"- Seed noise: across {len(seeds)} configurations with repeated seeds, the "
-            f"seed-to-seed SD of test_acc has median {fnum(sd.median())} "
-            f"(max {fnum(sd.max())})."]
+            f"seed-to-seed SD of test_acc has median {fnum(row['median_sd'])} "
+            f"(max {fnum(row['max_sd'])})."]
 
 
 def _within_architecture(inp: ReportInputs) -> list[str]:
     lines = ["### Within architecture: repeated-measures and partial correlation", "",
              "Repeated-measures correlation (rmcorr; architecture = subject) on configurations, "
              "one per optimizer x lr cell (cells are never pooled: their slopes may differ in "
-             "sign): ANCOVA `y ~ C(model) + log10_trainable` (statsmodels OLS), r_rm = sign(b) "
+             f"sign): ANCOVA `y ~ C(model) + {X}` (statsmodels OLS), r_rm = sign(b) "
              "* sqrt(SS_x / (SS_x + SS_resid)), p from the type-II ANOVA table. It asks: within "
              "one architecture, do configurations with more trainable parameters (partial "
              "freezing, or frozen vs full fine-tuning) score higher? `slope` is the change in "
              "the metric per tenfold more trainable parameters. Controlling for architecture "
              "as a factor gives the same partial r by construction (partial_correlations.csv). "
              "Run-level rows of both are in the CSVs (`unit=run`), exploratory.", ""]
-    rm = _config_rows(inp.rm)
+    rm = config_rows(inp.rm)
     if rm.empty or not rm["applicable"].any():
         lines += ["**Not applicable** for these runs: in every slice each architecture has "
                   "a single trainable-parameter count, so trainable parameters are a function "
@@ -658,7 +390,7 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
                   "(`freeze=partial` with several `freeze.stages`) or both `freeze=base` and "
                   "`freeze=none` to estimate it.", ""]
     else:
-        keep = _rm_cells(rm)
+        keep = inp.numbers.rm_cells
         keep = keep[keep["y"].isin(["test_acc", "gen_acc"])]
         rows = [[cell_label(r.optimizer, r.lr), md_text(r.y), str(int(r.n)), str(int(r.n_models)),
                  fr(r.r_rm), fp(r.p),
@@ -666,25 +398,25 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
                 for r in keep.itertuples()]
         if rows:
             lines += [md_table(["cell", "metric", "configurations", "models", "r_rm", "p",
-                                "slope per decade [95% CI]"], rows), ""]
+                                f"slope per decade [{CONFIDENCE:.0%} CI]"], rows), ""]
         na = rm[~rm["applicable"]]["scope"].unique()
         if len(na):
             lines += [f"Not applicable in {len(na)} scopes where each architecture has one "
                       "trainable count (e.g. " + ", ".join(md_code(s) for s in na[:3]) + "). "
                       "All rows: rm_correlations.csv.", ""]
-    part = _config_rows(inp.partial)
+    part = config_rows(inp.partial)
     if not part.empty:
         size = part[(part["control"] == "architecture size") & part["applicable"]
-                    & part["y"].isin(MAIN_METRICS) & ~(_is_cell(part) & part["freeze"].notna())]
+                    & part["y"].isin(DISPLAYED_METRICS) & ~(is_cell(part) & part["freeze"].notna())]
         if len(size):
             lines += ["Partial correlation controlling for architecture *size* (log10 total "
-                      "parameters as a covariate; OLS t-value of log10_trainable; "
+                      f"parameters as a covariate; OLS t-value of {X}; "
                       "configurations): does the trainable count matter beyond how big the "
                       "network is?", ""]
             wide = size.pivot(index="scope", columns="y", values="r").reindex(
                 index=list(dict.fromkeys(size["scope"])))
             pw = size.pivot(index="scope", columns="y", values="p").reindex(index=wide.index)
-            metrics = [m for m in MAIN_METRICS if m in wide.columns]
+            metrics = [m for m in DISPLAYED_METRICS if m in wide.columns]
             rows = [[md_code(s), *(f"{fr(wide.at[s, m])} (p={fp(pw.at[s, m])})" for m in metrics)]
                     for s in wide.index]
             lines += [md_table(["scope", *(f"{m} partial r" for m in metrics)], rows), ""]
@@ -693,18 +425,19 @@ def _within_architecture(inp: ReportInputs) -> list[str]:
 
 def _regression_section(inp: ReportInputs) -> list[str]:
     lines = ["### Regression with optimizer x lr interaction", "",
-             "OLS `y ~ log10_trainable * C(optimizer) * C(lr)` per metric (statsmodels) on "
+             f"OLS `y ~ {X} * C(optimizer) * C(lr)` per metric (statsmodels) on "
              "configurations. Below: the slope of each metric on log10 trainable parameters "
-             "in each optimizer x lr cell (change per tenfold more trainable parameters, 95% "
+             "in each optimizer x lr cell (change per tenfold more trainable parameters, "
+             f"{CONFIDENCE:.0%} "
              "CI), from the equivalent cell-means fit; the F-test asks whether the slope is "
              "the same in every cell, and its power says how large a difference it could "
              f"see (Cohen's f^2 = {REFERENCE_F2}). Full coefficient table: regression.csv "
              "(both units).", ""]
-    slopes, coefs = _config_rows(inp.slopes), _config_rows(inp.coefs)
+    slopes, coefs = config_rows(inp.slopes), config_rows(inp.coefs)
     if slopes.empty:
         return [*lines, "Not estimable: trainable parameters do not vary within any cell.", ""]
     metrics = list(dict.fromkeys(slopes["y"]))
-    cells = slopes.drop_duplicates(["optimizer", "lr"])[["optimizer", "lr"]]
+    cells = slopes.drop_duplicates(list(CELL_AXES))[list(CELL_AXES)]
     rows = []
     for c in cells.itertuples():
         row = [cell_label(c.optimizer, c.lr)]
@@ -728,7 +461,8 @@ def _regression_section(inp: ReportInputs) -> list[str]:
 def _divergence_section(inp: ReportInputs) -> list[str]:
     lines = ["### Divergence as an outcome", "",
              "Diverged runs (non-finite loss) per scope, and across configurations the "
-             "Pearson r (Fisher-z 95% CI) of each configuration's diverged share with log10 "
+             f"Pearson r (Fisher-z {CONFIDENCE:.0%} CI) of each configuration's diverged "
+             "share with log10 "
              "trainable parameters (divergence.csv).", ""]
     div = inp.divergence
     if div.empty:
@@ -737,7 +471,7 @@ def _divergence_section(inp: ReportInputs) -> list[str]:
              f"{fr(r.r)} [{fr(r.ci_low)}, {fr(r.ci_high)}]" if is_number(r.r) else "n/a",
              fp(r.p)] for r in div.itertuples()]
     return [*lines, md_table(["scope", "configurations", "runs", "diverged", "rate",
-                              "r with log10 trainable [95% CI]", "p"], rows), ""]
+                              f"r with log10 trainable [{CONFIDENCE:.0%} CI]", "p"], rows), ""]
 
 
 def _seed_section(inp: ReportInputs) -> list[str]:
@@ -747,30 +481,23 @@ def _seed_section(inp: ReportInputs) -> list[str]:
     seeds = inp.seeds
     if seeds.empty:
         return [*lines[:2], "No configuration was run with more than one seed.", ""]
-    rows = []
-    for m in MODEL_METRICS:
-        if f"{m}_sd" not in seeds:
-            continue
-        sd, mean = seeds[f"{m}_sd"].dropna(), seeds[f"{m}_mean"].dropna()
-        rows.append([m, str(len(sd)), fnum(sd.median()), fnum(sd.max()), fnum(mean.std())])
+    rows = [[r.metric, str(r.configs), fnum(r.median_sd), fnum(r.max_sd), fnum(r.sd_of_means)]
+            for r in inp.numbers.seed_summary.itertuples()]
     lines += [md_table(["metric", "configs", "median seed SD", "max seed SD",
                         "SD of config means"], rows), ""]
     return lines
 
 
 def _power_section(inp: ReportInputs) -> list[str]:
-    pear = inp.corr[(inp.corr["method"] == "pearson") & (inp.corr["n"] >= 3)]
+    groups = inp.numbers.power_groups
     lines = ["### Power", "",
              "Per slice size n (configurations or runs): the critical |r| (the |r| that just "
-             "reaches two-sided p < 0.05, t test with df = n - 2: a true r of that size is "
+             f"reaches two-sided p < {ALPHA}, t test with df = n - 2: a true r of that size is "
              "detected only about half the time) and the |r| detected with 80% power at alpha "
-             "0.05 (pingouin `power_corr`). For the confirmatory families the 80%-power |r| "
+             f"{ALPHA} (pingouin `power_corr`). For the confirmatory families the 80%-power |r| "
              "at the strictest Holm step (alpha / m) is in the paper table and power.csv.", ""]
-    if pear.empty:
+    if groups.empty:
         return [*lines, "No slice has 3 or more points.", ""]
-    groups = pear.groupby(["unit", "n"]).agg(slices=("scope", "nunique"),
-                                             critical_r=("critical_r", "first"),
-                                             r80=("r80", "first")).reset_index()
     rows = [[r.unit, str(int(r.n)), str(int(r.slices)), fr(r.critical_r), fr(r.r80)]
             for r in groups.itertuples()]
     if len(rows) > 15:
@@ -780,12 +507,12 @@ def _power_section(inp: ReportInputs) -> list[str]:
 
 
 def _method_section(inp: ReportInputs) -> list[str]:
-    boot = inp.corr[inp.corr["n_resamples"] > 0]
+    boot = inp.numbers.bootstrap
     lines = ["### Methods", "",
-             "- Pearson r and p: `scipy.stats.pearsonr`; 95% CI by Fisher z "
+             f"- Pearson r and p: `scipy.stats.pearsonr`; {CONFIDENCE:.0%} CI by Fisher z "
              "(`confidence_interval`).",
              "- Spearman and Kendall (tau-b) r and p: `scipy.stats.spearmanr` / `kendalltau`; "
-             f"95% CI: `scipy.stats.bootstrap`, pairs resampled (configurations for "
+             f"{CONFIDENCE:.0%} CI: `scipy.stats.bootstrap`, pairs resampled (configurations for "
              f"`unit=configuration`), seed {inp.seed}, BCa for n <= {BCA_MAX_N}, percentile "
              "above.",
              "- Holm (one vectorised step-down pass, tested equal to statsmodels' "
@@ -797,37 +524,30 @@ def _method_section(inp: ReportInputs) -> list[str]:
              "Under 3 points or a constant variable: empty statistics."]
     if inp.n_boot <= 0:
         lines.append("- Spearman and Kendall CIs were not computed (--n-boot 0).")
-    no_run_ci = int((inp.corr["ci_method"] == NO_RUN_CI).sum()) if "ci_method" in inp.corr \
-        else 0
-    if no_run_ci:
-        lines.append(f"- The {no_run_ci} Spearman / Kendall rows on runs (`unit=run`: "
+    if boot.no_run_ci:
+        lines.append(f"- The {boot.no_run_ci} Spearman / Kendall rows on runs (`unit=run`: "
                      "exploratory, seeds are not independent) have no bootstrap CI; "
                      "`--run-cis` draws them.")
-    if len(boot):
-        used = boot["n_resamples"]
-        full = boot[used >= inp.n_boot]
-        cut = boot[used < inp.n_boot]
-        text = (f"- Bootstrap resamples: {inp.n_boot} requested; all {len(full)} bootstrap "
+    if boot.any:
+        text = (f"- Bootstrap resamples: {inp.n_boot} requested; all {boot.n_full} bootstrap "
                 "CIs used the full count.")
-        if len(cut):
+        if boot.n_cut:
             text = f"- Bootstrap resamples: {inp.n_boot} requested"
-            if len(full):
-                text += f"; used in full for {len(full)} CIs (slices of n <= " \
-                        f"{int(full['n'].max())})"
-            text += (f"; {int(cut['n_resamples'].min())}-{int(cut['n_resamples'].max())} for "
-                     f"the {len(cut)} CIs of larger slices (n={int(cut['n'].min())}-"
-                     f"{int(cut['n'].max())}): n x resamples is capped at {BOOT_WORK:,} "
+            if boot.n_full:
+                text += f"; used in full for {boot.n_full} CIs (slices of n <= " \
+                        f"{boot.full_max_n})"
+            text += (f"; {boot.cut_min_resamples}-{boot.cut_max_resamples} for "
+                     f"the {boot.n_cut} CIs of larger slices (n={boot.cut_min_n}-"
+                     f"{boot.cut_max_n}): n x resamples is capped at {BOOT_WORK:,} "
                      f"(never under {BOOT_MIN_RESAMPLES} resamples) to bound run time. Large "
                      "slices have narrow CIs, so the Monte-Carlo error of the endpoints stays "
                      "small (about 0.27 bootstrap SDs at 100 resamples).")
         lines.append(text)
-        dropped = boot["ci_method"].str.contains("dropped").sum()
-        none = boot["ci_method"].str.startswith("none").sum()
-        if dropped or none:
+        if boot.dropped or boot.empty:
             lines.append(f"- Resamples with a constant variable have no rank correlation: "
-                         f"{dropped} CIs were computed from the defined resamples "
+                         f"{boot.dropped} CIs were computed from the defined resamples "
                          "(percentile); "
-                         f"{none} left empty because most resamples were undefined.")
+                         f"{boot.empty} left empty because most resamples were undefined.")
     return [*lines, ""]
 
 
@@ -838,7 +558,7 @@ def _plots_section(inp: ReportInputs, out_dir: Path) -> list[str]:
                    "architecture, marker = freeze strategy, hollow = diverged; dashed = OLS "
                    "fit on configuration means per panel (r and n in the title).",
         "heatmap": "Pearson r over configurations per metric (rows) and optimizer x lr cell "
-                   "(columns), pooled and within each freeze strategy; * = Holm p < 0.05 "
+                   f"(columns), pooled and within each freeze strategy; * = Holm p < {ALPHA} "
                    "within the confirmatory family.",
         "partial": "Partial freezing: test_acc vs trainable parameters within each "
                    "architecture.",

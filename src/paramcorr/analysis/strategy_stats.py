@@ -28,10 +28,11 @@ from matplotlib.lines import Line2D
 from scipy import special
 
 from paramcorr.analysis import plots
-from paramcorr.analysis.collect import MAIN_METRICS
 from paramcorr.analysis.configurations import configuration_means
+from paramcorr.analysis.corrections import adjust_pvalues
+from paramcorr.analysis.correlations import pearson_fields
 from paramcorr.analysis.labels import TRAINABLE_LABEL, metric_label, strategy_label
-from paramcorr.analysis.stats import X, adjust_pvalues, levels, pearson_fields, used_mask
+from paramcorr.analysis.vocab import CONFIDENCE, DISPLAYED_METRICS, X, levels, used_mask
 from paramcorr.strategy_names import marker
 
 EFFECTIVE_ROBUSTNESS = "effective_robustness"
@@ -216,8 +217,8 @@ def report_section(dose: pd.DataFrame, table: pd.DataFrame, plots: list[Path],
                   f"Pearson r and OLS slope (per decade of trainable parameters) of each metric "
                   f"on log10 trainable within each architecture, configurations as units; "
                   f"family `{DOSE_FAMILY}` ({len(tested)} tests, Holm).", ""]
-        lines += _md(["model", "metric", "n", "strategies", "r [95% CI]", "slope (SE)",
-                      "p_holm"],
+        lines += _md(["model", "metric", "n", "strategies", f"r [{CONFIDENCE:.0%} CI]",
+                      "slope (SE)", "p_holm"],
                      [[r["model"], r["y"], r["n"], r["n_strategies"],
                        f"{_f(r['r'], 2)} [{_f(r['ci_low'], 2)}, {_f(r['ci_high'], 2)}]",
                        f"{_f(r['slope'], 4)} ({_f(r['slope_se'], 4)})", f"{r['p_holm']:.2g}"]
@@ -263,7 +264,7 @@ def write_tables(dose: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> dict
 def analyse(configs: pd.DataFrame, metrics: list[str], colours: dict, out_dir: Path,
             plot_dir: Path) -> tuple[list[str], dict[str, Path], list[Path]]:
     """Everything of this module for one analysis: report lines, files, plots."""
-    wanted = [m for m in (*MAIN_METRICS, EFFECTIVE_ROBUSTNESS) if m in metrics]
+    wanted = [m for m in (*DISPLAYED_METRICS, EFFECTIVE_ROBUSTNESS) if m in metrics]
     dose = dose_response(configs, wanted)
     table = strategies_table(configs, metrics)
     plot_dir.mkdir(parents=True, exist_ok=True)

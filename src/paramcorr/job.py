@@ -102,19 +102,16 @@ class _PartialRecord:
 
     def to_record(self, error: str | None, chash: str) -> RunRecord:
         error = error or self.non_finite
-        metrics = {k: self.metrics.get(k) for k in METRIC_KEYS}
-        metrics.update({k: v for k, v in self.metrics.items() if k not in metrics})
-        # As the file holds them (JSON has no NaN): the record returned is the record written.
-        metrics = {k: finite_number(v) for k, v in metrics.items()}
-        timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **self.timing}
         extra = {"inputs": self.inputs, "data": self.data, "device": self.device,
                  "cached_features": self.cached_features, "feature_cache": self.feature_cache,
                  "input_cache": self.input_cache, "head_epoch_steps": self.head_epoch_steps,
                  "evaluated_epoch": self.evaluated_epoch,
                  "evaluated_reason": self.evaluated_reason, "phases": self.phases or None}
-        return RunRecord(status=self.status(error), run=self.run, params=self.params,
-                         metrics=metrics, timing=timing, config_hash=chash, error=error,
-                         extra={k: v for k, v in extra.items() if v is not None})
+        reached = {"params": self.params, "metrics": self.metrics, "timing": self.timing,
+                   "extra": extra}
+        if error:
+            return RunRecord.failed(self.run, chash, error, **reached)
+        return RunRecord.of_run(self.status(error), self.run, chash, **reached)
 
 
 def optimizer_name(cfg: DictConfig) -> str:

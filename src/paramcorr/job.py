@@ -5,6 +5,11 @@ writes a ``failed`` record with a one-line reason, so a sweep goes on. A directo
 already holds a finished record of the same config and inputs is skipped; one that another
 process is running (its job lock is held) is skipped too. Output trouble (a read-only or full
 output directory) raises :class:`paramcorr.atomic.OutputError`, one line naming the directory.
+
+This module is the hub: the lock, the skip, the record and the errors. The steps live with
+what they hold and return values: :mod:`paramcorr.sources` (images or cached features),
+:mod:`paramcorr.fitting` (a phase's trainer, module and fit), :mod:`paramcorr.evaluation`
+(metrics over the splits, the non-finite verdict).
 """
 
 from __future__ import annotations

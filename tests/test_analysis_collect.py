@@ -13,7 +13,16 @@ import pytest
 from analysis_fixtures import make_record, synthetic_records, write_junk, write_record, write_sweep
 from paramcorr.analysis.collect import NoRecordsError, collect_runs
 from paramcorr.errors import UserError
-from paramcorr.record import RecordError, load_record
+from paramcorr.record import (
+    METRIC_KEYS,
+    RUN_AXES,
+    TIMING_KEYS,
+    RecordError,
+    RunRecord,
+    Status,
+    load_record,
+)
+from paramcorr.strategy_names import STRATEGY_TERMS
 
 
 def test_reads_every_record_at_any_depth_and_skips_junk(tmp_path):
@@ -165,6 +174,10 @@ FOREIGN = {
     "no config_hash": (_set("config_hash", None), "config_hash missing"),
     "timing as text": (_set("timing", "fast"), "timing is not an object"),
     "400-digit schema": (_set("schema", 10**400), "not a run record"),
+    "epochs_configured as text": (_set("run.epochs_configured", "10"),
+                                  "run.epochs_configured is not an integer"),
+    "steps as a fraction": (_set("run.steps", 2.5), "run.steps is not an integer"),
+    "gen_loss as a list": (_set("metrics.gen_loss", [0.1]), "metrics.gen_loss is not a number"),
 }
 
 
@@ -315,3 +328,66 @@ def test_epochs_and_steps_trained_are_outcomes_not_configuration_axes(tmp_path):
     configs = configuration_means(col.runs, ["test_acc"], col.run_axes)
     assert len(configs) == 1 and int(configs["n_runs"].iloc[0]) == 3
     assert configs["test_acc"].iloc[0] == pytest.approx((0.9 + 0.8 + 0.1) / 3)
+
+
+# --- the record table (paramcorr.record.RUN_AXES / METRICS) ---------------------------------
+
+@pytest.mark.parametrize(("key", "value", "reason"), [
+    ("epochs_configured", 2.0, "run.epochs_configured is not an integer"),
+    ("epochs_configured", True, "run.epochs_configured is not an integer"),
+    ("epochs_configured", 10**400, "run.epochs_configured is not an integer"),
+    ("steps", "57", "run.steps is not an integer"),
+    ("steps", [57], "run.steps is not an integer"),
+    ("steps", 57.5, "run.steps is not an integer"),
+])
+def test_epochs_configured_and_steps_must_be_integers(key, value, reason):
+    rec = make_record()
+    rec["run"][key] = value
+    with pytest.raises(RecordError) as err:
+        RunRecord.from_dict(rec)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("steps", [None, 0, 57])
+def test_epochs_configured_and_steps_may_be_integers_or_null(steps):
+    rec = make_record(epochs_configured=None if steps is None else 10, steps=steps)
+    record = RunRecord.from_dict(rec)
+    assert record.run["steps"] == steps
+    assert record.run["epochs_configured"] == (None if steps is None else 10)
+
+
+def test_a_record_without_num_groups_still_reads():
+    # num_groups is filled once the backbone is built: a record that failed before, or one
+    # written before the axis existed, has none and is still a record.
+    rec = make_record(status="failed", metrics={})
+    del rec["run"]["num_groups"]
+    assert "num_groups" not in RunRecord.from_dict(rec).run
+    rec["run"]["num_groups"] = "six"
+    with pytest.raises(RecordError, match="^run.num_groups is not a number"):
+        RunRecord.from_dict(rec)
+
+
+def test_the_table_s_strategy_axes_are_the_strategies_own():
+    declared = {a.name: a.strategy for a in RUN_AXES}
+    for terms in STRATEGY_TERMS:
+        for axis, _ in terms.axes:
+            # frozen_stages is in every record (null unless partial); the others only in
+            # their strategy's records.
+            assert declared[axis] == (None if axis == "frozen_stages" else terms.name), axis
+    owned = {a.name for a in RUN_AXES if a.strategy is not None}
+    assert owned == {axis for t in STRATEGY_TERMS for axis, _ in t.axes} - {"frozen_stages"}
+
+
+def test_a_failed_record_has_every_core_metric_null_and_zero_timings():
+    record = RunRecord.failed({"model": "m"}, "abc", "boom", extra={"inputs": None, "x": 1},
+                              metrics={"gen_loss": 2.0, "test_acc": float("nan")},
+                              timing={"total_s": 1.5})
+    data = record.to_dict()
+    assert data["status"] == Status.FAILED and data["error"] == "boom"
+    assert list(data["metrics"]) == [*METRIC_KEYS, "gen_loss"]
+    assert data["metrics"]["gen_loss"] == 2.0
+    assert all(data["metrics"][k] is None for k in METRIC_KEYS)  # NaN as the file holds it
+    assert data["timing"] == {**dict.fromkeys(TIMING_KEYS, 0.0), "total_s": 1.5}
+    assert list(data["timing"]) == [*TIMING_KEYS, "total_s"]
+    assert data["x"] == 1 and "inputs" not in data and data["params"] is None
+    assert RunRecord.from_dict(json.loads(json.dumps(data))) == record

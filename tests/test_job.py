@@ -12,9 +12,10 @@ from omegaconf import open_dict
 from safetensors.torch import load_file
 
 from helpers import TWO_CLASSES, assert_schema_valid
+from paramcorr import strategies
 from paramcorr.backbones import create_backbone, save_checkpoint
-from paramcorr.job import run_job
-from paramcorr.record import METRIC_KEYS, NotRun, RunRecord, find_record
+from paramcorr.job import run_axes, run_job
+from paramcorr.record import METRIC_KEYS, RUN_AXES, NotRun, RunRecord, find_record
 
 
 @pytest.fixture
@@ -131,3 +132,17 @@ def test_finished_job_is_skipped_and_changed_config_reruns(train_config, tmp_pat
     third = run_job(cfg, out)
     assert isinstance(third, RunRecord) and third.config_hash != first.config_hash
     assert list(out.glob("result.completed-*.json.old"))  # the earlier record is kept
+
+
+@pytest.mark.parametrize("strategy", strategies.registered())
+def test_run_axes_are_the_record_table_s_axes(train_config, strategy):
+    """run_axes fills exactly the table's axes a config knows: every always-present one,
+    the strategy's own, nothing the table does not declare (num_groups comes with the build)."""
+    axes = run_axes(train_config(f"freeze={strategy}"))
+    declared = {a.name: a for a in RUN_AXES}
+    assert set(axes) <= set(declared)
+    expected = [a.name for a in RUN_AXES
+                if a.always_present or a.strategy == strategy]
+    assert list(axes) == expected  # the table's order is the record's
+    assert all(axes[a] is None for a in axes if declared[a].filled_by == "training")
+    assert "num_groups" not in axes and declared["num_groups"].filled_by == "build"

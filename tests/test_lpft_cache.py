@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from paramcorr import job
+from paramcorr import backbones, fitting
 from paramcorr.job import run_job
 from paramcorr.record import METRIC_KEYS
 
@@ -31,21 +31,22 @@ def _run(train_config, tmp_path: Path, name: str, *overrides: str):
 def probe_heads(monkeypatch):
     """The classifier's weights and the backbone's state after each head-only phase."""
     seen: list[dict] = []
-    real = job._fit_phase
+    real = fitting.fit_phase
 
-    def fit_phase(cfg, strategy, inputs, *args, **kwargs):
+    def fit_phase(prepared, *args, **kwargs):
+        inputs = prepared.inputs
         head = inputs.net if inputs.features else inputs.net.get_classifier()
         before = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        module, fitted = real(cfg, strategy, inputs, *args, **kwargs)
-        if strategy.head_only:
-            net = module.net
+        fitted = real(prepared, *args, **kwargs)
+        if prepared.strategy.head_only:
+            net = prepared.module.net
             seen.append({"features": inputs.features, "before": before,
                          "head": {k: v.detach().clone() for k, v in head.state_dict().items()},
                          "model": None if inputs.features else
                          {k: v.detach().clone() for k, v in net.state_dict().items()}})
-        return module, fitted
+        return fitted
 
-    monkeypatch.setattr(job, "_fit_phase", fit_phase)
+    monkeypatch.setattr(fitting, "fit_phase", fit_phase)
     return seen
 
 
@@ -99,8 +100,8 @@ def test_the_backbone_is_untouched_by_the_probe_through_images(train_config, tmp
 
     cfg = train_config(*LPFT)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # as the job builds it
-    model = job.backbones.create_backbone(cfg.model.name, cfg.model.weights, 5,
-                                          drop_rate=cfg.model.drop_rate)
+    model = backbones.create_backbone(cfg.model.name, cfg.model.weights, 5,
+                                      drop_rate=cfg.model.drop_rate)
     _run(train_config, tmp_path, "images", *LPFT, "freeze.cache_features=false")
     (probe,) = probe_heads
     head = classifier_parameter_names(model)

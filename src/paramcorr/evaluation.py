@@ -1,13 +1,19 @@
-"""Eval-mode metrics over a split: micro accuracy, macro F1 and mean cross-entropy."""
+"""Eval-mode metrics: micro accuracy, macro F1 and mean cross-entropy over a split, a run's
+metrics over every split, and what non-finite ones say about the run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torchmetrics
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+
+from paramcorr.data import make_loader
+from paramcorr.record import finite_number
 
 
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader,
@@ -35,3 +41,57 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader
         return {"acc": float("nan"), "f1": float("nan"), "loss": float("nan")}
     return {"acc": acc.compute().item(), "f1": f1.compute().item(),
             "loss": (loss_sum / count).item()}
+
+
+def evaluate_splits(module: torch.nn.Module, datasets: dict[str, Dataset], num_classes: int,
+                    device: torch.device, autocast: torch.dtype | None, batch_size: int,
+                    num_workers: int | None,
+                    loaders: dict[str, Any] | None = None) -> dict[str, float]:
+    """Eval-mode metrics of ``module`` on every split of ``datasets``, and the train-test gaps.
+
+    ``loaders``: loaders already made for a split (fit's validation loader, whose workers
+    persist), reused instead of forking new workers.
+    """
+    module.to(device).eval()
+    metrics: dict[str, float] = {}
+    for split, dataset in datasets.items():
+        loader = (loaders or {}).get(split) or make_loader(
+            dataset, batch_size, shuffle=False, num_workers=num_workers,
+            pin_memory=device.type == "cuda")
+        result = evaluate(module, loader, num_classes, device, autocast)
+        metrics[f"{split}_acc"] = result["acc"]
+        metrics[f"{split}_loss"] = result["loss"]
+        if split in ("test", "gen"):
+            metrics[f"{split}_f1"] = result["f1"]
+    metrics["gap_acc"] = metrics["train_acc"] - metrics["test_acc"]
+    metrics["gap_loss"] = metrics["test_loss"] - metrics["train_loss"]
+    return metrics
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What non-finite metrics say about a run (:func:`judge_metrics`)."""
+
+    # The model collapsed on its own training data: the run diverged.
+    diverged: bool = False
+    # Why the run cannot be completed although it did not diverge (None: it can).
+    non_finite: str | None = None
+
+
+def judge_metrics(metrics: dict[str, float]) -> Verdict:
+    """No non-finite metric ends ``completed``.
+
+    Non-finite on the training split (the eval-mode pass over it): the model collapsed on
+    its own training data, i.e. diverged. Non-finite elsewhere while the training split
+    evaluates finite: that split's inputs (or the model's outputs on them) are not numbers,
+    which is no outcome of the hyperparameters: ``failed``, naming the metrics.
+    """
+    bad = [k for k, v in metrics.items() if finite_number(v) is None]
+    if not bad:
+        return Verdict()
+    if any(k.startswith("train_") for k in bad):
+        return Verdict(diverged=True)
+    splits = sorted({k.split("_")[0] for k in bad} - {"gap"})
+    return Verdict(non_finite=f"non-finite {', '.join(bad)} while the training split "
+                              f"evaluates finite: the {'/'.join(splits)} inputs or outputs "
+                              "are not numbers (check the data, e.g. data.shift_noise_std)")

@@ -5,6 +5,11 @@ writes a ``failed`` record with a one-line reason, so a sweep goes on. A directo
 already holds a finished record of the same config and inputs is skipped; one that another
 process is running (its job lock is held) is skipped too. Output trouble (a read-only or full
 output directory) raises :class:`paramcorr.atomic.OutputError`, one line naming the directory.
+
+This module is the hub: the lock, the skip, the record and the errors. The steps live with
+what they hold and return values: :mod:`paramcorr.sources` (images or cached features),
+:mod:`paramcorr.fitting` (a phase's trainer, module and fit), :mod:`paramcorr.evaluation`
+(metrics over the splits, the non-finite verdict).
 """
 
 from __future__ import annotations
@@ -19,27 +24,24 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, TensorDataset
 
 from paramcorr import (
     backbones,
     depth,
     device,
-    feature_cache,
+    fitting,
     freezing,
-    input_cache,
     loggers,
+    sources,
     strategies,
-    training,
 )
 from paramcorr.atomic import JobBusy, atomic_path, job_lock, remove_stale_temps, writing_to
-from paramcorr.classifier import ClassifierModule, epoch_loader
+from paramcorr.classifier import ClassifierModule
 from paramcorr.config import validate
 from paramcorr.data import DataSplits, build_data, count_classes, make_loader
 from paramcorr.errors import UserError, is_out_of_memory
-from paramcorr.evaluation import evaluate
+from paramcorr.evaluation import evaluate_splits, judge_metrics
 from paramcorr.inputs import input_identity, listing_once
 from paramcorr.record import (
     METRIC_KEYS,
@@ -59,11 +61,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _PartialRecord:
-    """What a run has established so far: kept in the record even if a later step fails.
+class _Draft:
+    """The record in progress: what the run has established so far, kept in the record even
+    if a later step fails.
 
-    Each field is filled by the step that knows it; :meth:`to_record` is the one place that
-    turns them into the record's JSON shape.
+    Only this module writes it (the hub, right after a step returns a fact), so what a step
+    did survives an exception of the next one; :meth:`to_record` is the one place that turns
+    it into the record.
     """
 
     run: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +93,8 @@ class _PartialRecord:
     # The training loss became non-finite (the run diverged).
     diverged: bool = False
     # What the job was doing (build, features, fit, evaluate): an OOM names that batch size.
+    # Set before each stage starts, read only when one raised: the one fact about a failure
+    # that no step can return.
     phase: str = "build"
     # A non-finite evaluation metric that is not divergence: the run cannot be completed.
     non_finite: str | None = None
@@ -102,19 +108,16 @@ class _PartialRecord:
 
     def to_record(self, error: str | None, chash: str) -> RunRecord:
         error = error or self.non_finite
-        metrics = {k: self.metrics.get(k) for k in METRIC_KEYS}
-        metrics.update({k: v for k, v in self.metrics.items() if k not in metrics})
-        # As the file holds them (JSON has no NaN): the record returned is the record written.
-        metrics = {k: finite_number(v) for k, v in metrics.items()}
-        timing = {"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0, **self.timing}
         extra = {"inputs": self.inputs, "data": self.data, "device": self.device,
                  "cached_features": self.cached_features, "feature_cache": self.feature_cache,
                  "input_cache": self.input_cache, "head_epoch_steps": self.head_epoch_steps,
                  "evaluated_epoch": self.evaluated_epoch,
                  "evaluated_reason": self.evaluated_reason, "phases": self.phases or None}
-        return RunRecord(status=self.status(error), run=self.run, params=self.params,
-                         metrics=metrics, timing=timing, config_hash=chash, error=error,
-                         extra={k: v for k, v in extra.items() if v is not None})
+        reached = {"params": self.params, "metrics": self.metrics, "timing": self.timing,
+                   "extra": extra}
+        if error:
+            return RunRecord.failed(self.run, chash, error, **reached)
+        return RunRecord.of_run(self.status(error), self.run, chash, **reached)
 
 
 def optimizer_name(cfg: DictConfig) -> str:
@@ -172,300 +175,160 @@ def _check_before_training(cfg: DictConfig) -> None:
                             "more often")
 
 
-@dataclass
-class _Inputs:
-    """What the classifier trains and is evaluated on: images, or cached frozen features."""
-
-    net: torch.nn.Module
-    # Whether the module holds the frozen parts in eval mode (a head alone has none).
-    hold_frozen: bool
-    train: Dataset
-    evaluate: dict[str, Dataset]
-    # uint8 batches from the input cache -> the model's normalised float input, on device.
-    input_norm: torch.nn.Module | None = None
-    features: bool = False
-
-
-@dataclass
-class _Sources:
-    """What each phase of a schedule trains on: cached features for a head-only phase where
-    the feature cache applies, images through the model otherwise (None: no phase needs it)."""
-
-    images: _Inputs | None
-    features: _Inputs | None
-
-    def for_phase(self, phase: strategies.Phase) -> _Inputs:
-        if phase.head_only and self.features is not None:
-            return self.features
-        assert self.images is not None  # built whenever a phase trains through the model
-        return self.images
-
-
-def _build(cfg: DictConfig, partial: _PartialRecord) -> tuple[torch.nn.Module, DataSplits]:
-    """Backbone (weights, head for the classes), data for its input size, freeze, counts."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    num_classes = count_classes(cfg.data)
-    partial.run["num_classes"] = num_classes
-    model = backbones.create_backbone(cfg.model.name, cfg.model.weights, num_classes,
-                                      drop_rate=cfg.model.drop_rate,
-                                      weights_key=cfg.model.weights_key)
-    dcfg = backbones.data_config(model, cfg.data.image_size)
-    size = dcfg["input_size"][-1]
-    partial.run["image_size"] = size
-    backbones.check_input_size(model, cfg.model.name, size)
-    splits = build_data(cfg.data, dcfg, cfg.paths)
-    partial.run["num_classes"] = splits.num_classes
-    partial.data = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
-                    "gen": len(splits.gen) if splits.gen is not None else 0,
-                    "bad_images_skipped": splits.bad_images_skipped, "notes": splits.notes}
-    partial.run["num_groups"] = freezing.number_of_groups(model)
-    model = strategies.from_config(cfg.freeze).prepare(model, cfg.model.name)
-    partial.params = freezing.count_parameters(model).as_dict()
-    return model, splits
-
-
-def _make_trainer(cfg: DictConfig, output_dir: Path, precision: str,
-                  max_epochs: int | None = None, last: bool = True) -> tuple[Any, Any, Any]:
-    """The Lightning Trainer, its logger, and the best-epoch checkpoint (eval_weights=best).
-
-    For one phase of a strategy's schedule: ``max_epochs`` its epochs (None: the config's);
-    only the ``last`` phase logs and keeps the best epoch (the weights that are evaluated).
-    """
-    logger = instantiate(cfg.logger) if cfg.logger and last else False
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_kwargs["precision"] = precision  # resolved for this device (trainer=gpu: auto)
-    if max_epochs is not None:
-        trainer_kwargs["max_epochs"] = max_epochs
-    trainer, checkpoint = training.make_trainer(
-        trainer_kwargs, output_dir, logger=logger,
-        keep_best=last and str(cfg.eval_weights).lower() == "best")
-    return trainer, logger, checkpoint
-
-
-def _inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
-            partial: _PartialRecord, dev: device.DeviceSetup,
-            phases: list[strategies.Phase]) -> _Sources:
-    """Images through the model, and (for the head-only phases, cache on: freeze=base, LP-FT's
-    probe) features through the head: one eligibility rule and one cache entry per backbone,
-    weights and data, whichever strategy's phase trains on it."""
-    use_cache = _wants_cache(cfg, splits, model, phases)
-    partial.cached_features = use_cache
-    only_features = use_cache and all(phase.head_only for phase in phases)
-    splits, input_norm = _cached_inputs(cfg, model, splits, partial, only_features)
-    images = None
-    if not only_features:
-        evaluate_sets = {"train": splits.train_eval, "val": splits.val, "test": splits.test}
-        if splits.gen is not None:
-            evaluate_sets["gen"] = splits.gen
-        images = _Inputs(model, True, splits.train, evaluate_sets, input_norm)
-    if not use_cache:
-        return _Sources(images, None)
-    started = time.perf_counter()
-    model.to(dev.device)
-    key = feature_cache.cache_key(
-        cfg.model.name,
-        feature_cache.weights_identity(cfg.model.weights, cfg.seed,
-                                       model.pretrained_cfg.get("tag"), cfg.model.weights_key),
-        splits.fingerprint, dev.precision)
-    features, hit = feature_cache.load_or_compute(
-        model, splits, key, Path(cfg.paths.cache_dir) / "features", cfg.data.eval_batch_size,
-        dev.device, dev.autocast, dev.channels_last,
-        prepare=input_norm.to(dev.device) if input_norm is not None else None,
-        num_workers=cfg.data.num_workers)
-    partial.timing["features_s"] = time.perf_counter() - started
-    if not hit:
-        partial.timing["features_peak_mem_mb"] = device.peak_memory_mb(dev.device)
-    partial.feature_cache = {"key": key, "hit": hit}
-    datasets = {split: TensorDataset(*tensors) for split, tensors in features.items()}
-    return _Sources(images, _Inputs(model.get_classifier(), False, datasets["train"], datasets,
-                                    features=True))
-
-
-def _cached_inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
-                   partial: _PartialRecord, features: bool
-                   ) -> tuple[DataSplits, torch.nn.Module | None]:
-    """The splits from the decoded-input cache (data.cache_inputs), where it is used."""
-    mode = str(cfg.data.cache_inputs).lower()
-    if mode == "false" or (features and mode == "auto"):
-        return splits, None  # off, or nothing to gain: the head trains on cached features
-    input_size = tuple(backbones.data_config(model, cfg.data.image_size)["input_size"])
-    served = input_cache.cached_splits(splits, mode, cfg.data.cache_max_gb,
-                                       Path(cfg.paths.cache_dir) / "inputs", input_size,
-                                       cfg.data.num_workers)
-    if served is None:
-        return splits, None
-    cached, norm, info = served
-    partial.input_cache = info
-    return cached, norm
-
-
-def _evaluate(module: torch.nn.Module, inputs: _Inputs, cfg: DictConfig, num_classes: int,
-              device: torch.device, autocast: torch.dtype | None,
-              loaders: dict[str, Any] | None = None) -> dict[str, float]:
-    """Eval-mode metrics on every split, and the train-test gaps.
-
-    ``loaders``: loaders already made for a split (fit's validation loader, whose workers
-    persist), reused instead of forking new workers.
-    """
-    module.to(device).eval()
-    metrics: dict[str, float] = {}
-    for split, dataset in inputs.evaluate.items():
-        loader = (loaders or {}).get(split) or make_loader(
-            dataset, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers,
-            pin_memory=device.type == "cuda")
-        result = evaluate(module, loader, num_classes, device, autocast)
-        metrics[f"{split}_acc"] = result["acc"]
-        metrics[f"{split}_loss"] = result["loss"]
-        if split in ("test", "gen"):
-            metrics[f"{split}_f1"] = result["f1"]
-    metrics["gap_acc"] = metrics["train_acc"] - metrics["test_acc"]
-    metrics["gap_loss"] = metrics["test_loss"] - metrics["train_loss"]
-    return metrics
-
-
-def _judge_metrics(metrics: dict[str, float], partial: _PartialRecord) -> None:
-    """No non-finite metric ends ``completed``.
-
-    Non-finite on the training split (the eval-mode pass over it): the model collapsed on
-    its own training data, i.e. diverged. Non-finite elsewhere while the training split
-    evaluates finite: that split's inputs (or the model's outputs on them) are not numbers,
-    which is no outcome of the hyperparameters: ``failed``, naming the metrics.
-    """
-    bad = [k for k, v in metrics.items() if finite_number(v) is None]
-    if not bad:
-        return
-    if any(k.startswith("train_") for k in bad):
-        partial.diverged = True
-        return
-    splits = sorted({k.split("_")[0] for k in bad} - {"gap"})
-    partial.non_finite = (f"non-finite {', '.join(bad)} while the training split evaluates "
-                          f"finite: the {'/'.join(splits)} inputs or outputs are not numbers "
-                          "(check the data, e.g. data.shift_noise_std)")
-
-
-def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, partial: _PartialRecord) -> None:
-    model, splits = _build(cfg, partial)
+def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, draft: _Draft) -> None:
+    """Build, train, evaluate: each step returns what it established and this hub writes it
+    into ``draft`` at once (the steps never see the draft), so a later step's failure keeps
+    it in the failed record."""
+    model, splits = _build(cfg, draft)
     strategy = strategies.from_config(cfg.freeze)
     phases = strategy.phases(cfg.trainer.get("max_epochs"))
     # Placed by the launcher already; CUDA starts here, on the job's device (device.py).
     dev = device.setup(cfg.trainer, cfg.channels_last)
-    partial.device = dev.describe()
-    trainer, logger, checkpoint = _make_trainer(cfg, output_dir, dev.precision,
-                                                phases[0].epochs, last=len(phases) == 1)
+    draft.device = dev.describe()
+    trainer, logger, checkpoint = fitting.make_trainer(cfg, output_dir, dev.precision,
+                                                       phases[0].epochs, last=len(phases) == 1)
     if dev.channels_last:
         model = model.to(memory_format=torch.channels_last)
     device.reset_peak_memory(dev.device)
-    partial.phase = "features"
-    sources = _inputs(cfg, model, splits, partial, dev, phases)
+    draft.phase = "features"
+    feeds = _sources(cfg, model, splits, dev, phases, draft)
     # peak_mem_mb: this job's fit and evaluation, whether the feature cache was cold or warm.
     device.reset_peak_memory(dev.device)
-    partial.phase = "fit"
-
-    pin = dev.device.type == "cuda"
-    val_loaders: dict[int, Any] = {}  # one per source (workers persist), made when first used
-    fit_s, samples, epochs_done, steps_done = 0.0, 0, 0, 0
-    for index, phase in enumerate(phases):
-        if index > 0:
-            trainer, logger, checkpoint = _make_trainer(cfg, output_dir, dev.precision,
-                                                        phase.epochs,
-                                                        last=index == len(phases) - 1)
-        if len(phases) > 1:
-            # On the whole model: a head on features is the model's own classifier, so what
-            # the probe trains is in the model when fine-tuning starts.
-            phase.strategy.prepare(model, cfg.model.name)
-        inputs = sources.for_phase(phase)
-        if id(inputs) not in val_loaders:
-            val_loaders[id(inputs)] = make_loader(
-                inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
-                num_workers=cfg.data.num_workers, pin_memory=pin)
-        val_loader = val_loaders[id(inputs)]
-        module, fitted = _fit_phase(cfg, phase.strategy, inputs, splits, trainer, checkpoint,
-                                    val_loader, dev, partial)
-        fit_s += fitted.fit_s
-        samples += module.samples_trained
-        epochs_done += fitted.epochs
-        steps_done += fitted.steps
-        if len(phases) > 1:
-            partial.phases.append({"name": phase.name, "epochs": fitted.epochs,
-                                   "steps": fitted.steps,
-                                   "trainable": partial.params["in_optimizer"],
-                                   "fit_s": fitted.fit_s,
-                                   "cached_features": inputs.features})
-            if index < len(phases) - 1:
-                partial.params[f"trainable_{phase.name}"] = partial.params["in_optimizer"]
-        if module.diverged:
-            break
-    partial.diverged = module.diverged
-    partial.run.update(epochs=epochs_done, steps=steps_done)
-    partial.timing.update(fit_s=fit_s, train_samples_per_s=samples / fit_s if fit_s > 0 else 0.0)
-    partial.evaluated_epoch = "best" if fitted.best_loaded else "last"
-    if checkpoint is not None and not fitted.best_loaded:
-        partial.evaluated_reason = ("diverged: its last finite weights" if module.diverged
-                                    else "no validation epoch finished, so no best epoch")
+    draft.phase = "fit"
+    trained = _train(cfg, output_dir, model, splits, feeds, phases, dev,
+                     (trainer, logger, checkpoint), draft)
 
     started = time.perf_counter()
-    partial.phase = "evaluate"
-    metrics = _evaluate(module, inputs, cfg, splits.num_classes, dev.device, dev.autocast,
-                        loaders={"val": val_loader})
-    partial.metrics.update(metrics)
-    partial.timing["eval_s"] = time.perf_counter() - started
-    partial.timing["peak_mem_mb"] = device.peak_memory_mb(dev.device)
-    _judge_metrics(metrics, partial)
-    loggers.log_final(logger, metrics, partial.params, partial.run, trainer.global_step)
+    draft.phase = "evaluate"
+    metrics = evaluate_splits(trained.module, trained.inputs.evaluate, splits.num_classes,
+                              dev.device, dev.autocast, cfg.data.eval_batch_size,
+                              cfg.data.num_workers, loaders={"val": trained.val_loader})
+    draft.metrics.update(metrics)
+    draft.timing["eval_s"] = time.perf_counter() - started
+    draft.timing["peak_mem_mb"] = device.peak_memory_mb(dev.device)
+    verdict = judge_metrics(metrics)
+    draft.diverged = draft.diverged or verdict.diverged
+    draft.non_finite = verdict.non_finite
+    loggers.log_final(trained.logger, metrics, draft.params, draft.run,
+                      trained.trainer.global_step)
     if cfg.save_weights:
         backbones.save_checkpoint(strategy.for_export(model.cpu()),
                                   output_dir / "model.safetensors",
                                   metadata={"architecture": cfg.model.name})
 
 
-def _fit_phase(cfg: DictConfig, strategy: strategies.Strategy, inputs: _Inputs,
-               splits: DataSplits, trainer: Any, checkpoint: Any, val_loader: Any,
-               dev: device.DeviceSetup, partial: _PartialRecord
-               ) -> tuple[ClassifierModule, training.FitResult]:
-    """Train the parameters ``strategy`` has set trainable, with a fresh optimizer."""
-    train_loader = make_loader(inputs.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed,
-                               num_workers=cfg.data.num_workers,
-                               pin_memory=dev.device.type == "cuda")
-    # A head on cached features: one Lightning step per epoch, same batches (classifier.py).
-    epochs = epoch_loader(train_loader, trainer) if inputs.features else None
-    if inputs.features:
-        partial.head_epoch_steps = epochs is not None
-    module = ClassifierModule(inputs.net, instantiate(cfg.optimizer), splits.num_classes,
-                              strategy=strategy, channels_last=dev.channels_last,
-                              hold_frozen=inputs.hold_frozen, input_norm=inputs.input_norm,
-                              epoch_steps=epochs is not None,
-                              train_forward=device.compile_for_training(inputs.net)
-                              if cfg.compile else None)
-    partial.params["in_optimizer"] = sum(
-        p.numel() for p in module.net.parameters() if p.requires_grad)
-    fitted = training.fit(trainer, checkpoint, module, epochs or train_loader, val_loader)
-    return module, fitted
+def _build(cfg: DictConfig, draft: _Draft) -> tuple[torch.nn.Module, DataSplits]:
+    """Backbone (weights, head for the classes), data for its input size, freeze, counts.
+
+    Each fact goes into the record as soon as it is known: a failure of the next step (no
+    weights offline, an input size the backbone refuses, a freeze it cannot take) keeps it.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    draft.run["num_classes"] = num_classes = count_classes(cfg.data)
+    model = backbones.create_backbone(cfg.model.name, cfg.model.weights, num_classes,
+                                      drop_rate=cfg.model.drop_rate,
+                                      weights_key=cfg.model.weights_key)
+    dcfg = backbones.data_config(model, cfg.data.image_size)
+    draft.run["image_size"] = size = dcfg["input_size"][-1]
+    backbones.check_input_size(model, cfg.model.name, size)
+    splits = build_data(cfg.data, dcfg, cfg.paths)
+    draft.run["num_classes"] = splits.num_classes
+    draft.data = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+                  "gen": len(splits.gen) if splits.gen is not None else 0,
+                  "bad_images_skipped": splits.bad_images_skipped, "notes": splits.notes}
+    draft.run["num_groups"] = freezing.number_of_groups(model)
+    model = strategies.from_config(cfg.freeze).prepare(model, cfg.model.name)
+    draft.params = freezing.count_parameters(model).as_dict()
+    return model, splits
 
 
-def _wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module,
-                 phases: list[strategies.Phase]) -> bool:
-    """freeze.cache_features: auto = where equivalent; true = must (else a one-line refusal);
-    false = never. It applies to head-only phases (freeze=base, LP-FT's probe): the others
-    train the backbone."""
-    mode = str(cfg.freeze.cache_features).lower()
-    if not any(phase.head_only for phase in phases) or mode == "false":
-        return False
+def _sources(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits,
+             dev: device.DeviceSetup, phases: list[strategies.Phase],
+             draft: _Draft) -> sources.Sources:
+    """Images through the model, and (for the head-only phases, cache on: freeze=base, LP-FT's
+    probe) features through the head; whether the caches were used is recorded before the
+    features are computed, so an out-of-memory there still says so."""
+    use_cache = sources.wants_cache(cfg, splits, model, phases)
+    draft.cached_features = use_cache
+    only_features = use_cache and all(phase.head_only for phase in phases)
+    splits, input_norm, draft.input_cache = sources.cached_inputs(cfg, model, splits,
+                                                                  only_features)
+    images = None if only_features else sources.image_inputs(model, splits, input_norm)
+    if not use_cache:
+        return sources.Sources(images, None)
+    features, run = sources.feature_inputs(cfg, model, splits, dev, input_norm)
+    draft.timing["features_s"] = run.seconds
+    if run.peak_mem_mb is not None:
+        draft.timing["features_peak_mem_mb"] = run.peak_mem_mb
+    draft.feature_cache = {"key": run.key, "hit": run.hit}
+    return sources.Sources(images, features)
 
-    def off(reason: str) -> bool:
-        if mode == "true":
-            raise UserError(f"freeze.cache_features=true but {reason}; set "
-                            "freeze.cache_features=auto (or false) to train through the backbone")
-        log.info("feature cache off: %s", reason)
-        return False
 
-    if splits.augmented:
-        return off("data.augment=true changes the inputs every epoch")
-    sample = splits.train_eval[0][0].unsqueeze(0)
-    model.eval()
-    if not feature_cache.head_is_separable(model, sample):
-        return off(f"{cfg.model.name}'s output is not its classifier applied to its pooled "
-                   "features")
-    return True
+@dataclass
+class _Trained:
+    """The last phase's module and what it trained on, and what evaluation reuses of it."""
+
+    module: ClassifierModule
+    inputs: sources.Inputs
+    trainer: Any
+    logger: Any
+    val_loader: Any
+
+
+def _train(cfg: DictConfig, output_dir: Path, model: torch.nn.Module, splits: DataSplits,
+           feeds: sources.Sources, phases: list[strategies.Phase], dev: device.DeviceSetup,
+           first: tuple[Any, Any, Any], draft: _Draft) -> _Trained:
+    """Every phase of the strategy's schedule, each with a fresh optimizer. A phase's counts
+    are recorded before it fits and its outcome after it, so a failure in a later phase keeps
+    the earlier ones."""
+    trainer, logger, checkpoint = first  # made before the features (their device)
+    pin = dev.device.type == "cuda"
+    val_loaders: dict[int, Any] = {}  # one per source (workers persist), made when first used
+    fit_s, samples, epochs_done, steps_done = 0.0, 0, 0, 0
+    for index, phase in enumerate(phases):
+        if index > 0:
+            trainer, logger, checkpoint = fitting.make_trainer(
+                cfg, output_dir, dev.precision, phase.epochs, last=index == len(phases) - 1)
+        if len(phases) > 1:
+            # On the whole model: a head on features is the model's own classifier, so what
+            # the probe trains is in the model when fine-tuning starts.
+            phase.strategy.prepare(model, cfg.model.name)
+        inputs = feeds.for_phase(phase)
+        if id(inputs) not in val_loaders:
+            val_loaders[id(inputs)] = make_loader(
+                inputs.evaluate["val"], cfg.data.eval_batch_size, shuffle=False,
+                num_workers=cfg.data.num_workers, pin_memory=pin)
+        val_loader = val_loaders[id(inputs)]
+        train, epoch_steps = fitting.train_batches(cfg, inputs, trainer, dev)
+        if epoch_steps is not None:
+            draft.head_epoch_steps = epoch_steps
+        prepared = fitting.phase_module(cfg, phase.strategy, inputs, train, bool(epoch_steps),
+                                        splits.num_classes, dev)
+        draft.params["in_optimizer"] = prepared.in_optimizer
+        fitted = fitting.fit_phase(prepared, trainer, checkpoint, val_loader)
+        module = prepared.module
+        fit_s += fitted.fit_s
+        samples += module.samples_trained
+        epochs_done += fitted.epochs
+        steps_done += fitted.steps
+        if len(phases) > 1:
+            draft.phases.append({"name": phase.name, "epochs": fitted.epochs,
+                                 "steps": fitted.steps,
+                                 "trainable": draft.params["in_optimizer"],
+                                 "fit_s": fitted.fit_s,
+                                 "cached_features": inputs.features})
+            if index < len(phases) - 1:
+                draft.params[f"trainable_{phase.name}"] = draft.params["in_optimizer"]
+        if module.diverged:
+            break
+    draft.diverged = module.diverged
+    draft.run.update(epochs=epochs_done, steps=steps_done)
+    draft.timing.update(fit_s=fit_s, train_samples_per_s=samples / fit_s if fit_s > 0 else 0.0)
+    draft.evaluated_epoch = "best" if fitted.best_loaded else "last"
+    if checkpoint is not None and not fitted.best_loaded:
+        draft.evaluated_reason = ("diverged: its last finite weights" if module.diverged
+                                  else "no validation epoch finished, so no best epoch")
+    return _Trained(module, inputs, trainer, logger, val_loader)
 
 
 def _error_message(err: BaseException, cfg: DictConfig, output_dir: Path,
@@ -534,8 +397,8 @@ def _run_locked(cfg: DictConfig, output_dir: Path) -> RunRecord | NotRun:
     if not_applicable is not None:  # a depth sweep's stage this backbone lacks: no record
         return not_applicable
     record_path = output_dir / RECORD_NAME
-    partial = _PartialRecord(inputs=input_identity(cfg))
-    chash = config_hash(cfg, partial.inputs)
+    draft = _Draft(inputs=input_identity(cfg))
+    chash = config_hash(cfg, draft.inputs)
     existing = find_record(record_path)
     if is_finished(existing, chash):
         log.info("skip (already %s): %s", existing.status, output_dir)
@@ -548,23 +411,23 @@ def _run_locked(cfg: DictConfig, output_dir: Path) -> RunRecord | NotRun:
     started = time.perf_counter()
     error = None
     try:
-        partial.run = run_axes(cfg)
+        draft.run = run_axes(cfg)
         validate(cfg)
         _check_before_training(cfg)
         with loggers.quiet_lightning():
-            _fit_and_evaluate(cfg, output_dir, partial)
+            _fit_and_evaluate(cfg, output_dir, draft)
     except Exception as err:  # noqa: BLE001 - every failure becomes the run's record
         if cfg.get("strict", False):
             raise
-        error = _error_message(err, cfg, output_dir, partial.phase)
+        error = _error_message(err, cfg, output_dir, draft.phase)
     finally:
         # Free what the job built (Lightning's trainer holds reference cycles) before the next
         # job of a sweep in this process.
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    partial.timing["total_s"] = time.perf_counter() - started
-    record = partial.to_record(error, chash)
+    draft.timing["total_s"] = time.perf_counter() - started
+    record = draft.to_record(error, chash)
     with writing_to(output_dir):
         write_record(record_path, record)
     (log.error if record.error else log.info)(summary_line(record))

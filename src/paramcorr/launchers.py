@@ -33,10 +33,8 @@ from paramcorr.errors import UserError
 from paramcorr.inputs import input_identity
 from paramcorr.placement import effective_jobs
 from paramcorr.record import (
-    METRIC_KEYS,
     RECORD_NAME,
     RunRecord,
-    Status,
     config_hash,
     find_record,
     is_finished,
@@ -189,12 +187,8 @@ def record_dead_worker(task_cfg: DictConfig, output_dir: Path, error: str,
                 if existing is not None or os.path.lexists(path):
                     moved = set_aside(path, existing)
                     log.info("earlier record kept as %s", moved.name)
-                record = RunRecord(
-                    status=Status.FAILED, run=run_axes(task_cfg), params=None,
-                    metrics=dict.fromkeys(METRIC_KEYS),
-                    timing={"fit_s": 0.0, "eval_s": 0.0, "train_samples_per_s": 0.0},
-                    config_hash=chash, error=error,
-                    extra={"inputs": inputs} if inputs is not None else {})
+                record = RunRecord.failed(run_axes(task_cfg), chash, error,
+                                          extra={"inputs": inputs})
                 write_record(path, record)
                 return True
         except JobBusy as busy:

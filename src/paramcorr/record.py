@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,10 +33,101 @@ class Status(StrEnum):
     FAILED = "failed"        # an exception ended it; the metrics are absent
 
 
+# --- the record's table: what a result.json holds, declared once ----------------------------
+# The job fills it (paramcorr.job), the validator checks it (RunRecord.from_dict), the
+# analysis reads it and the synthetic generator writes it; the public tuples below
+# (METRIC_KEYS, NUMERIC_AXES, TEXT_AXES, ...) are derived from it. Adding a metric is one
+# Metric line here plus its computation; adding a run axis, one Axis line plus its value.
+
+AxisKind = Literal["text", "number", "integer"]
+FilledBy = Literal["config", "build", "training"]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One key of the record's ``run`` block.
+
+    ``kind``: what a value is when not null. ``number`` is any finite number (an integer
+    too): the axes the validator has always checked so, whose records on disk must keep
+    reading; ``integer`` is checked as an integer. ``filled_by``: ``config``, from the config
+    alone (:func:`paramcorr.job.run_axes`), so a record that failed before anything ran holds
+    it too (``num_classes`` and ``image_size`` are then refined once the backbone and data
+    are built); ``build``, once the backbone is built (absent from a record that failed
+    before); ``training``, what training did: null until it ends. ``strategy``: only the
+    records of that freeze strategy hold it (its ``StrategyTerms.axes``); None: every record.
+    """
+
+    name: str
+    kind: AxisKind
+    filled_by: FilledBy = "config"
+    strategy: str | None = None
+
+    @property
+    def always_present(self) -> bool:
+        """In every record the job writes, a failed one included (null where unknown)."""
+        return self.strategy is None and self.filled_by != "build"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One key of the record's ``metrics`` block: a number, or null where not measured.
+
+    ``core``: DESIGN.md's fixed metrics, in every record (null where unknown) and in this
+    order; the others are written where they are computed.
+    """
+
+    name: str
+    meaning: str
+    core: bool = True
+
+
+# In the order the record holds them (paramcorr.job.run_axes).
+RUN_AXES: tuple[Axis, ...] = (
+    Axis("model", "text"),
+    Axis("weights", "text"),
+    Axis("freeze", "text"),
+    # In every record (null unless freeze=partial), unlike the other strategies' keys.
+    Axis("frozen_stages", "number"),
+    Axis("lora_rank", "number", strategy="lora"),
+    Axis("lora_alpha", "number", strategy="lora"),
+    Axis("lora_target", "text", strategy="lora"),
+    Axis("surgical_block", "number", strategy="surgical"),
+    Axis("probe_epochs", "number", strategy="lpft"),
+    Axis("optimizer", "text"),
+    Axis("lr", "number"),
+    Axis("seed", "number"),
+    Axis("dataset", "text"),
+    Axis("num_classes", "number"),
+    Axis("epochs", "number", "training"),
+    Axis("epochs_configured", "integer"),
+    Axis("steps", "integer", "training"),
+    Axis("batch_size", "number"),
+    Axis("image_size", "number"),
+    Axis("eval_weights", "text"),
+    # The backbone's count of timm's coarse parameter groups (the depth axis of partial and
+    # surgical): known once the backbone is built (paramcorr.job, paramcorr.depth).
+    Axis("num_groups", "number", "build"),
+)
+METRICS: tuple[Metric, ...] = (
+    Metric("train_acc", "accuracy of an eval-mode pass over the training split"),
+    Metric("train_loss", "loss of that pass"),
+    Metric("val_acc", "accuracy on the validation split"),
+    Metric("val_loss", "loss on the validation split"),
+    Metric("test_acc", "micro accuracy on the held-out i.i.d. test split"),
+    Metric("test_f1", "macro F1 on the test split"),
+    Metric("test_loss", "loss on the test split"),
+    Metric("gen_acc", "accuracy on the generalization set"),
+    Metric("gen_f1", "macro F1 on the generalization set"),
+    Metric("gap_acc", "train_acc - test_acc"),
+    Metric("gap_loss", "test_loss - train_loss"),
+    Metric("gen_loss", "loss on the generalization set", core=False),
+)
+
 # Best outcome first (the analysis keeps the best of two records of one config).
 STATUSES = tuple(Status)
-METRIC_KEYS = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "test_f1",
-               "test_loss", "gen_acc", "gen_f1", "gap_acc", "gap_loss")
+METRIC_KEYS = tuple(m.name for m in METRICS if m.core)
+# Every timing a record holds (0.0 where the run never got there); a job adds others.
+TIMING_KEYS = ("fit_s", "eval_s", "train_samples_per_s")
 
 # The one list of keys that do not change a run's result: where its files go, how visibly it
 # runs, how fast its data loads, which value it reports to a sweeper. A key (or any key below
@@ -186,11 +277,8 @@ def set_aside(path: Path, record: RunRecord | None) -> Path:
 
 FINISHED_STATUSES = (Status.COMPLETED, Status.DIVERGED)
 # Run axes whose values are numbers (or null); the rest are text (or null).
-NUMERIC_AXES = ("frozen_stages", "lr", "seed", "num_classes", "epochs", "batch_size",
-                "image_size", "num_groups", "lora_rank", "lora_alpha", "surgical_block",
-                "probe_epochs")
-TEXT_AXES = ("model", "weights", "freeze", "optimizer", "dataset", "eval_weights",
-             "lora_target")
+NUMERIC_AXES = tuple(a.name for a in RUN_AXES if a.kind != "text")
+TEXT_AXES = tuple(a.name for a in RUN_AXES if a.kind == "text")
 PARAM_KEYS = ("total", "trainable", "frozen")
 # A record is a few kilobytes (a confusion matrix of 1,000 classes: a few megabytes); a larger
 # file is no record, and must not be read whole into memory.
@@ -240,6 +328,35 @@ class RunRecord:
     def finished(self) -> bool:
         """Completed or diverged: re-running the same config would only repeat it."""
         return self.status in FINISHED_STATUSES
+
+    @classmethod
+    def of_run(cls, status: Status, run: dict[str, Any], config_hash: str, *,
+               error: str | None = None, params: dict[str, int] | None = None,
+               metrics: dict[str, Any] | None = None, timing: dict[str, float] | None = None,
+               extra: dict[str, Any] | None = None) -> RunRecord:
+        """The record a run writes, whatever it reached: every core metric (null where not
+        measured) in the table's order, then the others; every timing of
+        :data:`TIMING_KEYS` (0.0 where not reached) before the others; an ``extra`` key
+        whose value is None (not established) left out.
+
+        Metrics are stored as the file holds them (JSON has no NaN: non-finite is null), so
+        the record returned is the record written.
+        """
+        metrics = metrics or {}
+        merged = {k: metrics.get(k) for k in METRIC_KEYS}
+        merged.update({k: v for k, v in metrics.items() if k not in merged})
+        return cls(status=status, run=run, params=params,
+                   metrics={k: finite_number(v) for k, v in merged.items()},
+                   timing={**dict.fromkeys(TIMING_KEYS, 0.0), **(timing or {})},
+                   config_hash=config_hash, error=error,
+                   extra={k: v for k, v in (extra or {}).items() if v is not None})
+
+    @classmethod
+    def failed(cls, run: dict[str, Any], config_hash: str, error: str,
+               **reached: Any) -> RunRecord:
+        """A ``failed`` record naming ``error``; ``reached``: what the run established
+        before it failed (``params``, ``metrics``, ``timing``, ``extra``, see :meth:`of_run`)."""
+        return cls.of_run(Status.FAILED, run, config_hash, error=error, **reached)
 
     def __getitem__(self, key: str) -> Any:
         """A top-level key as the file holds it (``record["data"]``, ``record["metrics"]``)."""
@@ -317,12 +434,12 @@ def _check_run(run: dict[str, Any], finished: bool) -> None:
         raise RecordError("run.model missing")
     if run.get("model") == "":
         raise RecordError("run.model is empty")
-    for key in TEXT_AXES:
-        if run.get(key) is not None and not isinstance(run[key], str):
-            raise RecordError(f"run.{key} is not text", _short(run[key]))
-    for key in NUMERIC_AXES:
-        if run.get(key) is not None and not _is_number(run[key]):
-            raise RecordError(f"run.{key} is not a number", _short(run[key]))
+    # Text axes first, then numbers (the order the reasons were always found in).
+    for axis in sorted(RUN_AXES, key=lambda a: a.kind != "text"):
+        value = run.get(axis.name)
+        if value is None or _AXIS_CHECKS[axis.kind][0](value):
+            continue
+        raise RecordError(f"run.{axis.name} is not {_AXIS_CHECKS[axis.kind][1]}", _short(value))
 
 
 def _check_params(data: dict[str, Any], finished: bool) -> dict[str, int] | None:
@@ -346,8 +463,9 @@ def _check_params(data: dict[str, Any], finished: bool) -> dict[str, int] | None
 def _check_metrics(data: dict[str, Any]) -> dict[str, Any]:
     """The metrics, with non-finite spellings ("NaN") as float NaN.
 
-    The contract's metrics are numbers or null (non-finite numbers count as not usable, not
-    as wrong); other keys may also hold containers (e.g. a confusion matrix), kept as they are.
+    The declared metrics (:data:`METRICS`) are numbers or null (non-finite numbers count as not
+    usable, not as wrong); other keys may also hold containers (e.g. a confusion matrix), kept
+    as they are.
     """
     if data.get("metrics") is None:
         return {}
@@ -357,7 +475,7 @@ def _check_metrics(data: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, str) and value.strip().lower() in _NONFINITE_TEXT:
             metrics[key] = float(value)
-        elif isinstance(value, (dict, list)) and key not in METRIC_KEYS:
+        elif isinstance(value, (dict, list)) and key not in _METRIC_NAMES:
             continue
         else:
             raise RecordError(f"metrics.{key} is not a number", _short(value))
@@ -370,6 +488,14 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+# Each axis kind: the test of a non-null value, and what the reason calls it.
+_AXIS_CHECKS = {"text": (lambda v: isinstance(v, str), "text"),
+                "number": (_is_number, "a number"),
+                "integer": (_is_int, "an integer")}
+# Declared metrics hold numbers (or null); an undeclared key may also hold a container.
+_METRIC_NAMES = frozenset(m.name for m in METRICS)
 
 
 def _short(value: Any) -> str:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from paramcorr.atomic import atomic_path
 from paramcorr.files import read_regular_file
+from paramcorr.strategy_names import STRATEGY_TERMS
 
 SCHEMA = 1
 RECORD_NAME = "result.json"
@@ -81,18 +82,33 @@ class Metric:
     core: bool = True
 
 
-# In the order the record holds them (paramcorr.job.run_axes).
+# In every record (null unless freeze=partial), unlike the other strategies' keys: the study's
+# depth axis, older than the strategies that came with their own.
+_IN_EVERY_RECORD = ("frozen_stages",)
+
+
+def _strategy_axes() -> tuple[Axis, ...]:
+    """Each strategy's run axes as its vocabulary declares them (paramcorr.strategy_names):
+    a new strategy's keys reach the record, the validator and the analysis from there."""
+    axes = {}
+    for terms in STRATEGY_TERMS:
+        for name, _ in terms.axes:
+            kind = "text" if name in terms.text_axes else "number"
+            owner = None if name in _IN_EVERY_RECORD else terms.name
+            axes.setdefault(name, Axis(name, kind, strategy=owner))
+    return tuple(axes.values())
+
+
+# In the order the record holds them (paramcorr.job.run_axes); ``num_groups`` (filled once the
+# backbone is built) stands where the analysis shows it, with the axes of the model.
 RUN_AXES: tuple[Axis, ...] = (
     Axis("model", "text"),
     Axis("weights", "text"),
     Axis("freeze", "text"),
-    # In every record (null unless freeze=partial), unlike the other strategies' keys.
-    Axis("frozen_stages", "number"),
-    Axis("lora_rank", "number", strategy="lora"),
-    Axis("lora_alpha", "number", strategy="lora"),
-    Axis("lora_target", "text", strategy="lora"),
-    Axis("surgical_block", "number", strategy="surgical"),
-    Axis("probe_epochs", "number", strategy="lpft"),
+    *_strategy_axes(),
+    # The backbone's count of timm's coarse parameter groups (the depth axis of partial and
+    # surgical): known once the backbone is built (paramcorr.job, paramcorr.depth).
+    Axis("num_groups", "number", "build"),
     Axis("optimizer", "text"),
     Axis("lr", "number"),
     Axis("seed", "number"),
@@ -104,9 +120,6 @@ RUN_AXES: tuple[Axis, ...] = (
     Axis("batch_size", "number"),
     Axis("image_size", "number"),
     Axis("eval_weights", "text"),
-    # The backbone's count of timm's coarse parameter groups (the depth axis of partial and
-    # surgical): known once the backbone is built (paramcorr.job, paramcorr.depth).
-    Axis("num_groups", "number", "build"),
 )
 METRICS: tuple[Metric, ...] = (
     Metric("train_acc", "accuracy of an eval-mode pass over the training split"),

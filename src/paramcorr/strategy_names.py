@@ -20,8 +20,10 @@ class StrategyTerms:
     # fine-tuning", the opposite of what it does). Every strategy trains the head too.
     label: str
     marker: str
-    # The record's run axes its freeze keys become: (run axis, freeze key) pairs.
+    # The record's run axes its freeze keys become: (run axis, freeze key) pairs. Their values
+    # are numbers, except those named in ``text_axes`` (paramcorr.record.RUN_AXES reads both).
     axes: tuple[tuple[str, str], ...] = ()
+    text_axes: tuple[str, ...] = ()
     # Only the classifier trains (the backbone is not fine-tuned): its features can be cached,
     # and the analysis counts it as not fine-tuned.
     head_only: bool = False
@@ -36,15 +38,14 @@ STRATEGY_TERMS: tuple[StrategyTerms, ...] = (
     StrategyTerms("bitfit", "BitFit (biases)", "D"),
     StrategyTerms("norm", "normalization layers", "v"),
     StrategyTerms("lora", "LoRA", "P",
-                  (("lora_rank", "rank"), ("lora_alpha", "alpha"), ("lora_target", "target"))),
+                  (("lora_rank", "rank"), ("lora_alpha", "alpha"), ("lora_target", "target")),
+                  text_axes=("lora_target",)),
     StrategyTerms("surgical", "surgical fine-tuning", "*", (("surgical_block", "block"),)),
     StrategyTerms("lpft", "linear probe, then fine-tuning", "X",
                   (("probe_epochs", "probe_epochs"),)),
 )
 TERMS: dict[str, StrategyTerms] = {t.name: t for t in STRATEGY_TERMS}
 STRATEGY_ORDER: tuple[str, ...] = tuple(TERMS)
-# Every run axis a strategy adds to the record, in display order.
-STRATEGY_AXES: tuple[str, ...] = tuple(dict.fromkeys(a for t in STRATEGY_TERMS for a, _ in t.axes))
 HEAD_ONLY: frozenset[str] = frozenset(t.name for t in STRATEGY_TERMS if t.head_only)
 # A marker for a strategy this vocabulary does not know (an older or foreign record).
 UNKNOWN_MARKER = "o"

@@ -17,29 +17,29 @@ import pandas as pd
 from paramcorr.analysis.vocab import MAIN_METRICS, USED_STATUSES, X
 from paramcorr.errors import UserError
 from paramcorr.record import (
+    METRIC_KEYS,
     RECORD_NAME,
+    RUN_AXES,
     STATUSES,
     RecordError,
     RunRecord,
     load_record,
 )
-from paramcorr.strategy_names import STRATEGY_AXES
 
 log = logging.getLogger(__name__)
 
 # Directories never searched: the default analysis output dir (ours), Hydra's bookkeeping.
 SKIP_DIRS = frozenset({"analysis", ".hydra", "__pycache__", ".git"})
-# The paper's four outcomes (vocab.MAIN_METRICS), then the rest of the contract's metrics;
-# extras follow.
-KNOWN_METRICS = (*MAIN_METRICS, "gap_acc", "gap_loss", "train_acc", "train_loss",
-                 "val_acc", "val_loss", "test_loss")
-KNOWN_RUN_AXES = ("model", "weights", "freeze", *STRATEGY_AXES, "num_groups", "optimizer",
-                  "lr", "seed", "dataset", "num_classes", "epochs_configured", "batch_size",
-                  "image_size", "eval_weights")
+# The paper's four outcomes (vocab.MAIN_METRICS), the two gaps, then the rest of the
+# record's metrics in its order (paramcorr.record.METRICS); extras follow.
+_SHOWN_FIRST = (*MAIN_METRICS, "gap_acc", "gap_loss")
+KNOWN_METRICS = (*_SHOWN_FIRST, *(m for m in METRIC_KEYS if m not in _SHOWN_FIRST))
+# The record's run axes (paramcorr.record.RUN_AXES) that say what was asked for.
+KNOWN_RUN_AXES = tuple(a.name for a in RUN_AXES if a.filled_by != "training")
 # Keys of a record's run block that say what training did, not what was asked for (a run
 # that diverged or hit trainer.max_time trained fewer epochs): columns of runs.csv, never
 # axes, so they neither split a configuration nor keep a rerun from superseding its record.
-RUN_OUTCOMES = ("epochs", "steps")
+RUN_OUTCOMES = tuple(a.name for a in RUN_AXES if a.filled_by == "training")
 # Run axes a record gained after its first version, with the value an older record's run had:
 # before ``eval_weights`` was recorded, the last epoch's weights were evaluated (a historical
 # fact, not the current default, which could change). Filled in when reading, so old and new

@@ -146,6 +146,7 @@ def test_foreign_records_do_not_stop_the_report(tmp_path, sweep, capsys):
         assert f"1 {reason}" in report, reason
 
 
+@pytest.mark.slow
 def test_out_as_the_sweep_itself_reads_every_run_twice(sweep):
     first = analysis.run_analysis([sweep], sweep, n_boot=0)
     again = analysis.run_analysis([sweep], sweep, n_boot=0)  # its own outputs now lie there

@@ -103,6 +103,7 @@ def test_report_names_every_paper_cell_and_embeds_only_existing_images(analysed)
     assert str(sweep) in text and "144" in text
 
 
+@pytest.mark.slow
 def test_partial_freezing_plot_only_with_partial_runs_and_stale_plots_removed(tmp_path):
     sweep = tmp_path / "partial"
     write_sweep(sweep, synthetic_records(60, models=("resnet50", "vgg16"), lrs=(1e-3,),
@@ -147,6 +148,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_writes_outputs_and_prints_one_summary_line(tmp_path):
     write_sweep(tmp_path / "a", synthetic_records(30, rng_seed=1))
     write_sweep(tmp_path / "b", synthetic_records(30, rng_seed=2, lrs=(1e-5,)), 100)

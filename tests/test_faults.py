@@ -339,6 +339,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(train_config, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_plain_state_dict_and_safetensors_checkpoints_load(train_config, tmp_path):
     model = timm.create_model("test_resnet", num_classes=3)
     torch.save(model.state_dict(), tmp_path / "plain.pth")
@@ -430,6 +431,7 @@ def test_records_are_json_only(tmp_path):
 # --- the record says what happened ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_early_stop_records_the_epochs_and_steps_actually_trained(train_config, tmp_path):
     # smoke: 2 training batches per epoch; 3 steps end in the middle of the second epoch.
     # Two digit classes: still 4 batches an epoch, less to evaluate.

@@ -80,6 +80,7 @@ def _job_identity(cfg) -> tuple[str, str]:
 # --- the inputs' content is part of the identity -------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_changed_weights_file_or_dataset_runs_the_job_again(train_config, tmp_path):
     weights = tmp_path / "w.safetensors"
     save_checkpoint(timm.create_model("test_resnet", num_classes=3), weights, metadata={})

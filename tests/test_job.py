@@ -68,6 +68,7 @@ def _fresh_head(seed: int, weights: Path) -> torch.Tensor:
     return create_backbone("test_resnet", str(weights), 5).get_classifier().weight.detach()
 
 
+@pytest.mark.slow
 def test_cached_and_plain_training_agree(train_config, start_weights, tmp_path):
     common = (f"model.weights={start_weights}", "freeze=base", "save_weights=true",
               "trainer.max_epochs=3", "trainer.limit_train_batches=1.0",
@@ -104,6 +105,7 @@ def test_checkpoint_loads_with_another_class_count(tmp_path):
     assert state["classifier.weight"].shape == (8, saved["classifier.weight"].shape[1])
 
 
+@pytest.mark.slow
 def test_resnet50_base_trains_exactly_its_classifier(train_config):
     # The acceptance run: model=resnet50 model.weights=random freeze=base data=digits,
     # on two of the digit classes (resnet50 extracts features from 2/5 of the images).

@@ -36,6 +36,7 @@ NOT_RUN = {
     "scripts/bench_frozen.py": "a benchmark (minutes of timing), not a user path",
     "scripts/bench_inputs.py": "a benchmark",
     "scripts/bench_step.py": "a benchmark",
+    "scripts/bench_strategies.py": "a benchmark",
     "scripts/bench_analysis.py": "a benchmark",
     "scripts/bench_gpu.py": "a benchmark, on a GPU",
     "logger.tracking_uri=http://": "needs an MLflow server on the network",

@@ -46,6 +46,7 @@ from paramcorr.inputs import input_identity, listing_once
 from paramcorr.record import (
     METRIC_KEYS,
     RECORD_NAME,
+    STRATEGY_AXES_IN_EVERY_RECORD,
     NotRun,
     RunRecord,
     Status,
@@ -133,12 +134,12 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
     """
     classes = cfg.data.classes
     # frozen_stages is in every record (null unless partial); a strategy's other keys only in
-    # its own (see paramcorr.strategy_names).
+    # its own (see paramcorr.record.RUN_AXES).
     return {
         "model": cfg.model.name,
         "weights": cfg.model.weights,
         "freeze": cfg.freeze.strategy,
-        "frozen_stages": None,
+        **dict.fromkeys(STRATEGY_AXES_IN_EVERY_RECORD),
         **strategies.from_config(cfg.freeze).run_axes(),
         "optimizer": optimizer_name(cfg),
         "lr": finite_number(OmegaConf.select(cfg, "optimizer.lr", default=None,

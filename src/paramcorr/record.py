@@ -84,7 +84,7 @@ class Metric:
 
 # In every record (null unless freeze=partial), unlike the other strategies' keys: the study's
 # depth axis, older than the strategies that came with their own.
-_IN_EVERY_RECORD = ("frozen_stages",)
+STRATEGY_AXES_IN_EVERY_RECORD = ("frozen_stages",)
 
 
 def _strategy_axes() -> tuple[Axis, ...]:
@@ -94,7 +94,7 @@ def _strategy_axes() -> tuple[Axis, ...]:
     for terms in STRATEGY_TERMS:
         for name, _ in terms.axes:
             kind = "text" if name in terms.text_axes else "number"
-            owner = None if name in _IN_EVERY_RECORD else terms.name
+            owner = None if name in STRATEGY_AXES_IN_EVERY_RECORD else terms.name
             axes.setdefault(name, Axis(name, kind, strategy=owner))
     return tuple(axes.values())
 

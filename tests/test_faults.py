@@ -34,6 +34,7 @@ def records(sweep: Path) -> dict[str, dict]:
 # --- divergence ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_non_finite_loss_gives_a_diverged_record_that_is_kept(train_config, tmp_path):
     cfg = train_config(*DIVERGE)
     out = tmp_path / "job"
@@ -207,6 +208,7 @@ def test_a_job_removes_temp_files_a_killed_attempt_left(train_config, tmp_path):
 # --- out of memory -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_out_of_memory_fails_with_a_batch_size_hint_and_the_next_job_runs(
         train_config, tmp_path, monkeypatch):
     from paramcorr.classifier import ClassifierModule
@@ -376,6 +378,7 @@ def filled_feature_cache(tmp_path_factory) -> tuple[Path, dict, dict]:
     return cache, first, plain
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
 def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, damage,
                                                       filled_feature_cache):
@@ -415,6 +418,7 @@ def test_a_damaged_feature_cache_entry_is_recomputed(train_config, tmp_path, dam
 METRICS_SAME_FEATURES = ("train_acc", "test_acc", "gen_acc")
 
 
+@pytest.mark.slow
 def test_best_epoch_checkpoint_reads_back_without_unpickling_code(train_config, tmp_path):
     record = run_job(train_config("eval_weights=best", "freeze=none", "trainer.max_epochs=2"),
                      tmp_path / "job")
@@ -453,10 +457,11 @@ def test_best_weights_without_validation_are_refused_before_training(train_confi
                             "trainer.limit_val_batches=0 runs none; set eval_weights=last or "
                             "allow validation batches")
     assert record.params is None and record.run["epochs"] is None  # nothing trained
-    best = run_job(train_config("eval_weights=best", "freeze=none"), tmp_path / "best")
-    assert best.status == "completed" and best["evaluated_epoch"] == "best"
+    # With validation, eval_weights=best runs and evaluates the best epoch:
+    # test_best_epoch_checkpoint_reads_back_without_unpickling_code (a whole job: slow).
 
 
+@pytest.mark.slow
 def test_a_non_finite_generalization_metric_is_never_completed(train_config, tmp_path,
                                                                monkeypatch):
     from paramcorr import data
@@ -495,6 +500,7 @@ def test_an_unwritable_output_dir_is_one_line_naming_it(train_config, tmp_path):
     assert "\n" not in message and "paths.output_root" in message
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_the_record_is_one_line_and_the_next_job_runs(train_config, tmp_path,
                                                                      monkeypatch):
     from paramcorr.atomic import OutputError

@@ -57,6 +57,7 @@ def test_key_changes_with_what_determines_features_and_only_that(train_config, t
     assert not any(r["feature_cache"]["hit"] for r in changed.values())
 
 
+@pytest.mark.slow
 def test_weights_file_content_is_part_of_the_key(train_config, tmp_path):
     import timm
 
@@ -75,6 +76,7 @@ def test_weights_file_content_is_part_of_the_key(train_config, tmp_path):
     assert key_of(a) == key_of(c)  # the seed does not change a file's weights
 
 
+@pytest.mark.slow
 def test_auto_is_off_with_augmentation_and_on_without(train_config, tmp_path):
     def cached(name: str, *overrides: str) -> bool:  # two classes: only the decision counts
         return job(train_config, tmp_path, name, TWO_CLASSES, *overrides)["cached_features"]

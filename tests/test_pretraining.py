@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
@@ -9,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from helpers import compose_config
-from paramcorr.backbones import create_backbone
+from paramcorr.backbones import create_backbone, save_checkpoint
 from paramcorr.pretraining import pretrain_all
 
 
@@ -67,3 +70,24 @@ def test_pretraining_says_which_backbone_it_starts_before_training_it(tmp_path, 
     lines = [r.getMessage() for r in caplog.records if r.name == "paramcorr.pretraining"]
     assert lines[0].startswith("[1/1] test_resnet: pretraining on digits classes")
     assert "pretrained on" in lines[1]  # then the result line, after training
+
+
+def test_checkpoint_bytes_do_not_depend_on_the_call(tmp_path):
+    """safetensors writes the metadata in a Rust HashMap's order, which changes from call to
+    call: the same weights and metadata gave files of different sha256 (a re-pretrained,
+    identical backbone was a new weights_digest, so every job loading it ran again)."""
+    model = torch.nn.Linear(2, 3)
+    meta = {"architecture": "x", "source": "digits classes ['0', '1']", "image_size": "32",
+            "val_acc": "0.5000", "epochs": "2"}
+    digests = set()
+    for i in range(8):
+        path = tmp_path / f"{i}.safetensors"
+        save_checkpoint(model, path, meta)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+        with safe_open(str(path), "pt") as handle:
+            assert handle.metadata() == meta
+        assert torch.equal(load_file(str(path))["weight"], model.weight.detach())
+    assert len(digests) == 1
+    raw = path.read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert list(header["__metadata__"]) == list(meta)  # the order the caller gave

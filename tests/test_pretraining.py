@@ -8,12 +8,14 @@ import json
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from helpers import compose_config
 from paramcorr.backbones import create_backbone, save_checkpoint
-from paramcorr.pretraining import pretrain_all
+from paramcorr.config import validate
+from paramcorr.pretraining import job_config, pretrain_all
 
 
 def test_pretrained_checkpoint_loads_with_fresh_head_for_other_classes(tmp_path):
@@ -46,15 +48,49 @@ def test_pretrained_checkpoint_loads_with_fresh_head_for_other_classes(tmp_path)
 
 
 def test_pretraining_refuses_keys_it_would_ignore(tmp_path):
-    """The pretraining config holds only what pretraining reads: channels_last and compile
-    were accepted and silently ignored; struct mode now names the key instead."""
+    """The pretraining config holds only what pretraining reads: keys that pretraining sets
+    for its job itself are refused by name (struct mode) instead of silently ignored."""
     from hydra.errors import ConfigCompositionException
 
-    for override in ("channels_last=true", "compile=true"):
+    for override in ("eval_weights=last", "save_weights=false", "model.weights=imagenet",
+                     "optimized_metric=test_acc", "freeze.strategy=base"):
         with pytest.raises(ConfigCompositionException) as err:
             compose_config("pretrain", [override], tmp_path)
         GlobalHydra.instance().clear()
-        assert override.split("=")[0] in str(err.value.__cause__ or err.value)
+        assert override.split("=")[0].split(".")[0] in str(err.value.__cause__ or err.value)
+
+
+def test_every_key_pretraining_accepts_reaches_the_job_that_reads_it(tmp_path):
+    """A key accepted must be read. Pretraining runs each backbone as a job: every key of its
+    config is pretraining's own (which models, where to, overwrite) or goes to that job
+    unchanged. data.num_workers and data.cache_inputs were accepted and ignored before;
+    channels_last and compile are accepted now that the job reads them."""
+    overrides = ["data.num_workers=2", "data.cache_inputs=false", "data.cache_max_gb=3",
+                 "data.eval_batch_size=17", "channels_last=true", "compile=true", "seed=7",
+                 "lr=0.02", "strict=true", "optimizer=sgd", "optimizer.momentum=0.5",
+                 "trainer.max_epochs=3", "+trainer.gradient_clip_val=1.5",
+                 "paths.cache_dir=/elsewhere/cache"]
+    cfg = compose_config("pretrain", overrides, tmp_path)
+    GlobalHydra.instance().clear()
+    job = job_config(cfg, "test_resnet")
+    validate(job)
+
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) \
+            else node
+
+    own = {"models", "out_dir", "overwrite"}
+    assert own < set(cfg)
+    for key in set(cfg) - own:
+        assert plain(job[key]) == plain(cfg[key]), key
+    assert job.optimizer.lr == 0.02 and job.data.num_workers == 2 and job.channels_last
+    assert (job.model.name, job.model.weights, job.freeze.strategy) == (
+        "test_resnet", "random", "none")
+    assert job.save_weights and job.logger is None and job.eval_weights == "best"
+    # No validation epoch, no best epoch: the last one, as pretraining always did.
+    quiet = compose_config("pretrain", ["trainer.limit_val_batches=0"], tmp_path)
+    GlobalHydra.instance().clear()
+    assert job_config(quiet, "test_resnet").eval_weights == "last"
 
 
 def test_pretraining_says_which_backbone_it_starts_before_training_it(tmp_path, caplog):
@@ -65,11 +101,14 @@ def test_pretraining_says_which_backbone_it_starts_before_training_it(tmp_path, 
                                       "trainer.limit_train_batches=1",
                                       "trainer.accelerator=cpu"], tmp_path)
     GlobalHydra.instance().clear()
-    with caplog.at_level(logging.INFO, logger="paramcorr.pretraining"):
+    with caplog.at_level(logging.INFO):
         pretrain_all(cfg)
     lines = [r.getMessage() for r in caplog.records if r.name == "paramcorr.pretraining"]
     assert lines[0].startswith("[1/1] test_resnet: pretraining on digits classes")
     assert "pretrained on" in lines[1]  # then the result line, after training
+    # The job it runs says nothing of its own (its summary would name a scratch directory).
+    assert not [r for r in caplog.records if r.name == "paramcorr.job"]
+    assert logging.getLogger("paramcorr.job").level == logging.NOTSET  # and is heard again
 
 
 def test_checkpoint_bytes_do_not_depend_on_the_call(tmp_path):
@@ -91,3 +130,4 @@ def test_checkpoint_bytes_do_not_depend_on_the_call(tmp_path):
     raw = path.read_bytes()
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     assert list(header["__metadata__"]) == list(meta)  # the order the caller gave
+

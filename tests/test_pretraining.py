@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from helpers import compose_config
 from paramcorr.backbones import create_backbone, save_checkpoint
 from paramcorr.config import validate
+from paramcorr.errors import UserError
+from paramcorr.job import run_job
 from paramcorr.pretraining import job_config, pretrain_all
 
 
@@ -131,3 +133,112 @@ def test_checkpoint_bytes_do_not_depend_on_the_call(tmp_path):
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     assert list(header["__metadata__"]) == list(meta)  # the order the caller gave
 
+
+TINY_PRETRAIN = ["models=[test_resnet]", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                 "trainer.accelerator=cpu"]
+
+
+def _pretrain_config(tmp_path, *overrides):
+    cfg = compose_config("pretrain", [*TINY_PRETRAIN, *overrides], tmp_path)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def test_a_failed_job_is_one_line_naming_the_model_and_saves_nothing(tmp_path, monkeypatch,
+                                                                    caplog):
+    import logging
+
+    from paramcorr import fitting
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("the fit broke\nand said more")
+
+    monkeypatch.setattr(fitting, "fit_phase", broken_fit)
+    cfg = _pretrain_config(tmp_path)
+    with caplog.at_level(logging.INFO), pytest.raises(UserError) as err:
+        pretrain_all(cfg)
+    message = str(err.value)
+    out_dir = tmp_path / "pretrained" / "digits-0-4"
+    kept = out_dir / "test_resnet.error.log"
+    assert message == (f"pretraining test_resnet failed: RuntimeError: the fit broke "
+                       f"(traceback in {kept})")
+    assert "the fit broke" in kept.read_text()  # the job's traceback outlives its scratch dir
+    assert not (out_dir / "test_resnet.safetensors").exists()
+    assert sorted(p.name for p in out_dir.parent.iterdir()) == ["digits-0-4"]  # no scratch
+    assert sorted(p.name for p in out_dir.iterdir()) == ["test_resnet.error.log"]
+    assert not [r for r in caplog.records if r.name == "paramcorr.job"]
+
+
+def test_a_diverged_job_is_one_line_naming_the_model_and_saves_nothing(tmp_path):
+    cfg = _pretrain_config(tmp_path, "optimizer=sgd", "lr=1e6")
+    with pytest.raises(UserError) as err:
+        pretrain_all(cfg)
+    assert str(err.value).startswith("pretraining test_resnet diverged")
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "pretrained").rglob("*.safetensors"))
+
+
+def test_a_job_refusing_its_config_is_refused_before_any_backbone_trains(tmp_path):
+    """The jobs' configs are checked first: the second model's problem stops the first one
+    from training for minutes before the error."""
+    cfg = _pretrain_config(tmp_path, "models=[test_resnet,test_efficientnet]",
+                           "data.batch_size=1")
+    with pytest.raises(UserError) as err:
+        pretrain_all(cfg)
+    assert "data.batch_size=1" in str(err.value)
+    assert not (tmp_path / "pretrained").exists()
+
+
+@pytest.mark.slow
+def test_a_pretrained_checkpoint_holds_the_tensors_of_the_same_train_job(tmp_path):
+    """Pretraining is the job's pipeline plus a save: its checkpoint holds the tensors that
+    train.py's job saves with save_weights=true on the same settings (composed here from
+    train.yaml, not by pretraining's job_config), with pretraining's own metadata."""
+    common = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.accelerator=cpu",
+              "seed=3", "lr=3e-3"]
+    cfg = compose_config("pretrain", ["models=[test_resnet]", *common], tmp_path / "pre")
+    GlobalHydra.instance().clear()
+    [path] = pretrain_all(cfg)
+    job = compose_config("train", ["model=test_resnet", "model.weights=random", "freeze=none",
+                                   "eval_weights=best", "save_weights=true", "~logger",
+                                   "data.classes=[0,1,2,3,4]", "trainer.enable_progress_bar=false",
+                                   *common], tmp_path / "job")
+    GlobalHydra.instance().clear()
+    record = run_job(job, tmp_path / "job")
+    assert record.status == "completed" and record["evaluated_epoch"] == "best"
+    saved = load_file(str(path))
+    reference = load_file(str(tmp_path / "job" / "model.safetensors"))
+    assert saved.keys() == reference.keys()
+    for key, tensor in reference.items():
+        assert torch.equal(saved[key], tensor), key
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata()
+    assert meta == {"architecture": "test_resnet",
+                    "source": "digits classes ['0', '1', '2', '3', '4']",
+                    "image_size": str(record.run["image_size"]),
+                    "val_acc": f"{record.metrics['val_acc']:.4f}", "epochs": "2"}
+
+
+@pytest.mark.slow
+def test_pretraining_with_loader_workers_saves_the_same_bytes(tmp_path, monkeypatch):
+    """data.num_workers is result-neutral, and now reaches pretraining's loaders."""
+    from paramcorr import data
+
+    asked = []
+    real = data.make_loader
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("num_workers"))
+        return real(*args, **kwargs)
+
+    for module in ("paramcorr.fitting", "paramcorr.job", "paramcorr.evaluation"):
+        monkeypatch.setattr(f"{module}.make_loader", spy)
+    digests = {}
+    for workers in (0, 2):
+        cfg = _pretrain_config(tmp_path / str(workers), "trainer.max_epochs=2",
+                               f"data.num_workers={workers}")
+        asked.clear()
+        [path] = pretrain_all(cfg)
+        assert asked and set(asked) == {workers}  # training and validation loaders
+        digests[workers] = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests[0] == digests[2]

@@ -189,7 +189,6 @@ def test_a_job_refusing_its_config_is_refused_before_any_backbone_trains(tmp_pat
     assert not (tmp_path / "pretrained").exists()
 
 
-@pytest.mark.slow
 def test_a_pretrained_checkpoint_holds_the_tensors_of_the_same_train_job(tmp_path):
     """Pretraining is the job's pipeline plus a save: its checkpoint holds the tensors that
     train.py's job saves with save_weights=true on the same settings (composed here from

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 
 from helpers import folder_config, make_tree
-from paramcorr.data import build_data, count_classes
+from paramcorr.data import build_data, class_names, count_classes
 from paramcorr.errors import UserError
 from paramcorr.job import run_job
 
@@ -75,12 +75,17 @@ def test_count_classes_agrees_with_the_loaded_data(tmp_path):
         cfg = OmegaConf.create(dict(name="digits", classes=classes, split_seed=0,
                                     val_fraction=0.2, test_fraction=0.2, augment=False,
                                     shift_rotation_deg=25.0, shift_noise_std=0.2))
-        assert count_classes(cfg) == build_data(cfg, IMAGENET).num_classes
+        loaded = build_data(cfg, IMAGENET)
+        assert count_classes(cfg) == loaded.num_classes
+        assert class_names(cfg) == loaded.class_names  # a pretrained checkpoint's "source"
     assert count_classes(OmegaConf.create(dict(name="digits", classes=None))) == len(
         set(load_digits().target))
     root = make_tree(tmp_path / "images", classes=("a", "b", "c"))
     assert count_classes(_folder_data(root)) == 3 == build_data(_folder_data(root),
                                                                  IMAGENET).num_classes
+    for classes in (None, ["c", "a"]):
+        folder = _folder_data(root, classes=classes)
+        assert class_names(folder) == build_data(folder, IMAGENET).class_names
 
 
 def test_count_classes_fails_as_loading_does(tmp_path):

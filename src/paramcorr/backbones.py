@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
 import os
 import socket
@@ -354,5 +355,40 @@ def check_input_size(model: nn.Module, name: str, size: int) -> None:
 def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """Atomically write ``model``'s state_dict as safetensors (timm-compatible)."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_state(state, path, metadata)
+
+
+def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Atomically write ``state`` as safetensors, its metadata in the order of ``metadata``.
+
+    The same tensors and metadata give the same bytes, so the same sha256 (the
+    ``inputs.weights_digest`` of every record that loads the file): safetensors writes the
+    metadata in the order of a Rust ``HashMap``, which changes from one call to the next, so
+    the header is put back in the given order (:func:`_order_metadata`).
+    """
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
+        _order_metadata(tmp, metadata)
+
+
+def _order_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Rewrite, in place, the ``__metadata__`` object that begins a safetensors header with
+    its keys in the order of ``metadata``: the same keys and values, so the same length; the
+    tensors' entries and data are not touched. A header not laid out as expected (compact
+    JSON, the metadata first) is left as written: a valid file, in safetensors' order."""
+    if len(metadata) < 2:
+        return
+
+    def dump(meta: dict[str, str]) -> bytes:
+        return json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+
+    with open(path, "r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = handle.read(size)
+        written = json.loads(header).get("__metadata__") or {}
+        old = b'{"__metadata__":' + dump(written)
+        new = b'{"__metadata__":' + dump({key: str(metadata[key]) for key in metadata})
+        if written != metadata or not header.startswith(old) or len(new) != len(old):
+            return
+        handle.seek(8)
+        handle.write(new)

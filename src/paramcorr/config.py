@@ -256,8 +256,11 @@ class PretrainConfig:
     seed: int = 0
     lr: float = 1e-3
     strict: bool = False
-    # No channels_last / compile keys: pretraining (paramcorr.pretraining) reads neither, and
-    # a key that is accepted but ignored is a silent no-op (struct mode refuses it instead).
+    # Read by the job each backbone is pretrained in (paramcorr.pretraining), as in
+    # TrainConfig: None = channels_last on GPU runs only. Only keys the job reads belong
+    # here: one accepted but ignored would be a silent no-op (struct mode refuses it).
+    channels_last: bool | None = None
+    compile: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: Any = MISSING
     trainer: dict[str, Any] = field(default_factory=dict)

@@ -111,12 +111,17 @@ def check_classes(cfg: DictConfig) -> list[Any] | None:
 
 def count_classes(cfg: DictConfig) -> int:
     """How many classes the data will have, before it is loaded (the head needs it first)."""
+    return len(class_names(cfg))
+
+
+def class_names(cfg: DictConfig) -> list[str]:
+    """The data's class names (:attr:`DataSplits.class_names`), before it is loaded."""
     classes = check_classes(cfg)
     if classes is not None:
-        return len(classes)
+        return [str(c) for c in classes]
     if cfg.name == "digits":
-        return len(digit_labels())
-    return len(_class_dirs(_train_dir(cfg)))
+        return [str(d) for d in digit_labels()]
+    return _class_dirs(_train_dir(cfg))
 
 
 # --- digits -------------------------------------------------------------------------------

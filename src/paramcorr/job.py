@@ -161,19 +161,24 @@ def _check_before_training(cfg: DictConfig) -> None:
     if cfg.optimized_metric not in METRIC_KEYS:
         raise UserError(f"optimized_metric={cfg.optimized_metric!r} is not a metric of the "
                         f"record; use one of {', '.join(METRIC_KEYS)}")
-    if str(cfg.eval_weights).lower() == "best":
-        trainer = cfg.trainer
-        epochs = trainer.get("max_epochs")
-        every = trainer.get("check_val_every_n_epoch") or 1
-        if trainer.get("limit_val_batches") in (0, 0.0):
-            raise UserError("eval_weights=best needs validation, but "
-                            "trainer.limit_val_batches=0 runs none; set eval_weights=last or "
-                            "allow validation batches")
-        if epochs is not None and 0 < epochs < every:
-            raise UserError(f"eval_weights=best needs validation, but "
-                            f"trainer.check_val_every_n_epoch={every} is more than "
-                            f"trainer.max_epochs={epochs}; set eval_weights=last or validate "
-                            "more often")
+    missing = validation_missing(cfg.trainer)
+    if str(cfg.eval_weights).lower() == "best" and missing is not None:
+        reason, remedy = missing
+        raise UserError(f"eval_weights=best needs validation, but {reason}; set "
+                        f"eval_weights=last or {remedy}")
+
+
+def validation_missing(trainer: DictConfig) -> tuple[str, str] | None:
+    """Why the ``trainer`` config validates in no epoch (so there is no best epoch), and what
+    would change that; None when it validates."""
+    epochs = trainer.get("max_epochs")
+    every = trainer.get("check_val_every_n_epoch") or 1
+    if trainer.get("limit_val_batches") in (0, 0.0):
+        return "trainer.limit_val_batches=0 runs none", "allow validation batches"
+    if epochs is not None and 0 < epochs < every:
+        return (f"trainer.check_val_every_n_epoch={every} is more than "
+                f"trainer.max_epochs={epochs}", "validate more often")
+    return None
 
 
 def _fit_and_evaluate(cfg: DictConfig, output_dir: Path, draft: _Draft) -> None:

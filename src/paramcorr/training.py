@@ -1,5 +1,5 @@
-"""Fitting a Lightning module: one Trainer / best-checkpoint / reload sequence for jobs and
-pretraining alike."""
+"""Fitting a Lightning module: one Trainer / best-checkpoint / reload sequence for every phase
+of a job (pretraining runs jobs too, see paramcorr.pretraining)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ class FitResult:
 
 
 def make_trainer(trainer_kwargs: dict[str, Any], root_dir: Path, *, logger: Any = False,
-                 keep_best: bool = False,
-                 checkpoint_dir: Path | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
+                 keep_best: bool = False) -> tuple[L.Trainer, ModelCheckpoint | None]:
     """The Trainer and, with ``keep_best``, the checkpoint of the best epoch by ``val_acc``.
 
     Built before :func:`fit` because its device decides where features are computed first.
@@ -40,7 +39,7 @@ def make_trainer(trainer_kwargs: dict[str, Any], root_dir: Path, *, logger: Any 
     checkpoint = None
     callbacks: list[Any] = []
     if keep_best:
-        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir or root_dir / "checkpoints",
+        checkpoint = ModelCheckpoint(dirpath=root_dir / "checkpoints",
                                      filename="best", monitor="val_acc", mode="max",
                                      save_top_k=1, save_weights_only=True)
         callbacks.append(checkpoint)

@@ -241,3 +241,21 @@ def test_pretraining_with_loader_workers_saves_the_same_bytes(tmp_path, monkeypa
         assert asked and set(asked) == {workers}  # training and validation loaders
         digests[workers] = hashlib.sha256(path.read_bytes()).hexdigest()
     assert digests[0] == digests[2]
+
+
+def test_an_unwritable_out_dir_is_one_line_naming_it(tmp_path, capsys):
+    """out_dir under a file (or read-only): one line naming it, exit 1, no traceback."""
+    from paramcorr.entry import pretrain_task
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = compose_config("pretrain", ["models=[test_resnet]", f"out_dir={blocker / 'sub'}",
+                                      "trainer.max_epochs=1"], tmp_path)
+    GlobalHydra.instance().clear()
+    with pytest.raises(SystemExit) as exit_:
+        pretrain_task(cfg)
+    assert exit_.value.code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: cannot write to output directory {blocker / 'sub'}: Not a "
+                    "directory; free space or choose another with paths.output_root=<dir> "
+                    f"(pretraining writes to out_dir={blocker / 'sub'})")

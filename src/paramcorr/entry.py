@@ -170,6 +170,10 @@ def pretrain_task(cfg: DictConfig) -> None:
         if cfg.get("strict", False):
             raise
         _fail(str(err))
+    except OutputError as err:
+        if cfg.get("strict", False):
+            raise
+        _fail(f"{err} (pretraining writes to out_dir={cfg.out_dir})")
 
 
 def check_appended_keys(config: DictConfig) -> None:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from paramcorr import backbones
+from paramcorr.atomic import writing_to
 from paramcorr.config import TrainConfig, schema, validate
 from paramcorr.data import class_names
 from paramcorr.errors import UserError
@@ -143,7 +144,8 @@ def pretrain_all(cfg: DictConfig) -> list[Path]:
                  len(cfg.models), name, cfg.data.name, list(cfg.data.classes or []),
                  cfg.trainer.get("max_epochs"))
         started = time.perf_counter()
-        val_acc = pretrain_one(cfg, name, path)
+        with writing_to(path.parent):  # e.g. out_dir under a file, or read-only: one line
+            val_acc = pretrain_one(cfg, name, path)
         log.info("[%d/%d] %s: pretrained on %s classes %s, val_acc=%.3f, %.1fs -> %s", i,
                  len(cfg.models), name, cfg.data.name, list(cfg.data.classes or []), val_acc,
                  time.perf_counter() - started, path)

@@ -20,11 +20,12 @@ demo: $(STAMP)
 	$(BIN)/python scripts/train.py -m experiment=demo
 
 ## Lint and every test, the slow ones (multirun sweeps in subprocesses) too. CI runs this.
+## Serially (-n 0): the sweeps' own worker processes and timed waits get the whole machine.
 test: $(STAMP)
 	$(BIN)/ruff check src scripts tests
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -m "" -n 0
 
-## The fast tests only (what a bare `pytest` runs).
+## The fast tests only (what a bare `pytest` runs: on every core, pytest-xdist).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q
 

@@ -14,7 +14,10 @@ from omegaconf import DictConfig
 from helpers import TINY, compose_config
 from paramcorr.config import register_schemas
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two test workers (pytest-xdist, `-n 2`) share the cores: a thread each, not two each, or
+# torch's OpenMP threads spin against each other and every CPU-bound test slows down.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else
+                      min(2, torch.get_num_threads()))
 register_schemas()
 
 

@@ -224,13 +224,13 @@ def test_compile_traces_only_training_and_survives_a_sweep(train_config, tmp_pat
 
 def test_loader_workers_follow_affinity_and_the_slurm_allocation(monkeypatch, tmp_path):
     from helpers import make_tree
-    from paramcorr import data
+    from paramcorr import cpus, data
 
-    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(6)))
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    assert data.available_cpus() == 6
+    assert cpus.available_cpus() == 6
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
-    assert data.available_cpus() == 4
+    assert cpus.available_cpus() == 4
     from torchvision.datasets import ImageFolder
 
     folder = ImageFolder(str(make_tree(tmp_path, n=2) / "train"))

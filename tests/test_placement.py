@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from paramcorr import placement
+from paramcorr.cpus import available_cpus
 from paramcorr.errors import UserError
 from paramcorr.placement import GpuPlacement, Placement, check_capacity, plan
 
@@ -146,7 +147,7 @@ def _job_config(sweep_dir, n_jobs: int):
 
 
 def test_callback_pins_the_job_before_cuda_starts(tmp_path, fresh_process):
-    cores = placement.available_cores()
+    cores = available_cpus()
     callback = GpuPlacement(gpus="5,6")
     callback.on_job_start(_job_config(tmp_path, 2))
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"  # slot 0 -> first GPU

@@ -34,6 +34,7 @@ from torchvision.transforms.v2 import functional as tvf
 from tqdm.auto import tqdm
 
 from paramcorr.atomic import atomic_path
+from paramcorr.cpus import available_cpus
 from paramcorr.errors import UserError
 from paramcorr.inputs import SplitListing, excluded_dirs, list_split
 
@@ -333,7 +334,7 @@ def _scan_images(listing: SplitListing, policy: str, check_dir: Path | None
         stored = check_dir / f"{key}.json" if check_dir is not None else None
         bad = _remembered_bad(stored, listing) if stored is not None else None
         if bad is None:
-            with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
+            with ThreadPoolExecutor(max_workers=min(16, available_cpus() * 2)) as pool:
                 readable = list(tqdm(pool.map(_image_is_readable, [f.path for f in files]),
                                      total=len(files), desc=f"checking images in {listing.root}",
                                      leave=False, disable=len(files) < 5000))
@@ -504,19 +505,6 @@ def _listings_hash(listings: dict[str, SplitListing]) -> str:
 
 
 # --- loaders ------------------------------------------------------------------------------
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity (taskset, cgroups, and the share a local_gpus
-    slot narrows it to), capped by a Slurm allocation (``SLURM_CPUS_PER_TASK``)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        cpus = min(cpus, int(slurm))
-    return max(1, cpus)
 
 
 def default_num_workers(dataset: Dataset) -> int:

@@ -37,6 +37,7 @@ from typing import Any, TextIO
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from paramcorr.cpus import available_cpus
 from paramcorr.errors import UserError
 
 log = logging.getLogger("paramcorr")
@@ -146,14 +147,6 @@ def gpu_trainer(config: DictConfig) -> bool:
     """Whether the jobs' trainer asks for a GPU by name (``auto`` takes one if it sees one)."""
     accelerator = OmegaConf.select(config, "trainer.accelerator", default=None)
     return str(accelerator).lower() in ("gpu", "cuda")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (respects taskset / cgroup affinity, unlike cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def effective_jobs(n_jobs: int) -> int:
@@ -306,14 +299,14 @@ class GpuPlacement(Callback):
                      ",".join(gpus[:used]))
         else:
             log.info("%d jobs at once on CPU, %d torch threads each", slots,
-                     max(1, available_cores() // slots))
+                     max(1, available_cpus() // slots))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _process_placement
         if _process_placement is None:
             slots = self._slots(config)
             slot = claim_slot(Path(config.hydra.sweep.dir) / SLOT_DIR, slots)
-            _process_placement = plan(slot, slots, self._gpus(), available_cores(),
+            _process_placement = plan(slot, slots, self._gpus(), available_cpus(),
                                       self.jobs_per_gpu)
             apply(_process_placement)
         log.info("placement: %s", _process_placement.describe())

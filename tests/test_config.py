@@ -173,3 +173,36 @@ def test_a_misspelt_tri_state_stops_a_multirun_before_any_job(tmp_path):
     assert done.returncode != 0
     assert "full_key: freeze.cache_features" in done.stderr
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_one_rule_decides_every_auto_true_false_setting(caplog):
+    """TriState: auto -> on where it can be (one log line per reason it cannot), true -> on or
+    a one-line refusal, false -> off and silent; both caches decide through it."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from paramcorr.config import AutoBool, TriState
+    from paramcorr.errors import UserError
+
+    said_by = logging.getLogger("paramcorr.test_tristate")
+    cfg = OmegaConf.create({"data": {"cache_inputs": True}, "freeze": {"cache_features": "auto"}})
+    required = TriState.of(cfg, "data.cache_inputs", "input cache", "decode every epoch",
+                           "decoding every epoch", said_by)
+    assert required.value is AutoBool.true and required.required and required.wanted
+    assert required.decide(auto=False) is True
+    with pytest.raises(UserError) as err:
+        required.cannot("the splits need 9.0 GB")
+    assert str(err.value) == ("data.cache_inputs=true but the splits need 9.0 GB; set "
+                              "data.cache_inputs=auto (or false) to decode every epoch")
+    auto = TriState.of(cfg, "freeze.cache_features", "feature cache",
+                       "train through the backbone", "training through the backbone", said_by)
+    assert (auto.decide(auto=True), auto.decide(auto=False)) == (True, False)
+    with caplog.at_level(logging.INFO, logger="paramcorr.test_tristate"):
+        assert auto.cannot("data.augment=true changes the inputs every epoch") is False
+        off = TriState("data.cache_inputs", AutoBool.false, "input cache", "x", "y", said_by)
+        assert not off.wanted and off.decide(auto=True) is False
+        assert off.cannot("anything") is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "feature cache off: data.augment=true changes the inputs every epoch; training "
+        "through the backbone"]

@@ -14,10 +14,14 @@ from PIL import Image
 from helpers import folder_config
 from paramcorr import cache_store
 from paramcorr.backbones import create_backbone, data_config
+from paramcorr.config import AutoBool, TriState
 from paramcorr.data import build_data
 from paramcorr.input_cache import InputNorm, cached_splits, dataset_labels, split_transform
 from paramcorr.job import run_job
 from paramcorr.record import METRIC_KEYS
+
+AUTO = TriState("data.cache_inputs", AutoBool.auto, "input cache", "decode every epoch",
+                "decoding every epoch")
 
 
 @pytest.fixture
@@ -48,7 +52,7 @@ def _splits(root: Path):
 
 def test_cached_inputs_are_the_decoded_uint8_with_the_same_labels_and_order(jpegs, tmp_path):
     splits, size = _splits(jpegs)
-    cached, norm, info = cached_splits(splits, "auto", 1.0, tmp_path / "cache", size, 0)
+    cached, norm, info = cached_splits(splits, AUTO, 1.0, tmp_path / "cache", size, 0)
     assert info["hit"] == {"train": False, "val": False, "test": False}
     pil_part, _, _ = split_transform(splits.train_eval.dataset.transform)
     for split in ("train", "val", "test"):
@@ -67,7 +71,7 @@ def test_cached_inputs_are_the_decoded_uint8_with_the_same_labels_and_order(jpeg
             assert labels[i] == y
             assert torch.equal(norm(images[i].unsqueeze(0))[0], x)  # bit-identical floats
     assert cached.train is cached.train_eval
-    again = cached_splits(splits, "auto", 1.0, tmp_path / "cache", size, 0)
+    again = cached_splits(splits, AUTO, 1.0, tmp_path / "cache", size, 0)
     assert again[2]["hit"] == {"train": True, "val": True, "test": True}
 
 

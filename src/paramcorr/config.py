@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -82,6 +83,57 @@ class AutoBool(Choice):
     def decide(self, auto: bool) -> bool:
         """The setting as a bool, given what ``auto`` would choose."""
         return auto if self is AutoBool.auto else self is AutoBool.true
+
+
+@dataclass(frozen=True)
+class TriState:
+    """An :class:`AutoBool` setting as a run decides it: the one place its rule is written.
+
+    ``auto``: on wherever it can be, each reason it cannot be one log line; ``true``: on, and
+    a one-line refusal where it cannot be; ``false``: off. The caller checks what the setting
+    needs and calls :meth:`cannot` with the first reason that fails.
+    """
+
+    key: str  # e.g. "data.cache_inputs"
+    value: AutoBool
+    subject: str  # what is on or off, for the log line: "input cache"
+    # What the run does without it: for the refusal ("to decode every epoch") and the log
+    # line ("decoding every epoch").
+    to_instead: str
+    instead: str
+    # The deciding module's logger: the log line names where the decision was made.
+    said_by: logging.Logger = field(default=logging.getLogger(__name__), compare=False)
+
+    @classmethod
+    def of(cls, cfg: DictConfig, key: str, subject: str, to_instead: str, instead: str,
+           said_by: logging.Logger) -> TriState:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool):  # a plain (unchecked) config node holds Hydra's bools
+            value = "true" if value else "false"
+        return cls(key, AutoBool(str(value).lower()), subject, to_instead, instead, said_by)
+
+    @property
+    def wanted(self) -> bool:
+        """Not ``false``: worth checking whether it can be on."""
+        return self.value is not AutoBool.false
+
+    @property
+    def required(self) -> bool:
+        return self.value is AutoBool.true
+
+    def decide(self, auto: bool) -> bool:
+        """On or off, given what ``auto`` chooses (:meth:`AutoBool.decide`)."""
+        return self.value.decide(auto)
+
+    def cannot(self, reason: str) -> bool:
+        """It cannot be on, for ``reason``: a one-line refusal if required, else one log line
+        (for ``auto``). Returns False: off."""
+        if self.required:
+            raise UserError(f"{self.key}=true but {reason}; set {self.key}=auto (or false) "
+                            f"to {self.to_instead}")
+        if self.wanted:
+            self.said_by.info("%s off: %s; %s", self.subject, reason, self.instead)
+        return False
 
 
 class AutoBoolNode(EnumNode):

@@ -27,8 +27,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision import transforms as T
 
 from paramcorr.cache_store import CacheStore, EntryWriter
+from paramcorr.config import TriState
 from paramcorr.data import SPLITS, AugmentedTensors, DataSplits, make_loader
-from paramcorr.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +104,17 @@ def cache_key(fingerprint: dict[str, Any], split: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def cached_splits(splits: DataSplits, mode: str, max_gb: float, cache_dir: Path,
+def cached_splits(splits: DataSplits, setting: TriState, max_gb: float, cache_dir: Path,
                   input_size: tuple[int, int, int], num_workers: int | None = None
                   ) -> tuple[DataSplits, InputNorm, dict[str, Any]] | None:
     """``splits`` served from the input cache, the normalisation the model then needs, and
     what happened (for the record); or None (with one log line) when it is not used.
 
-    ``mode`` is ``data.cache_inputs``: ``auto`` uses the cache when possible, ``true``
-    refuses (:class:`UserError`) when it is not possible, ``false`` never gets here.
+    ``setting`` is ``data.cache_inputs`` (:class:`paramcorr.config.TriState`): ``auto`` uses
+    the cache when possible, ``true`` refuses when it is not possible, ``false`` never gets
+    here.
     """
-    def off(reason: str) -> None:
-        if mode == "true":
-            raise UserError(f"data.cache_inputs=true but {reason}; set data.cache_inputs=auto "
-                            "(or false) to decode every epoch")
-        log.info("input cache off: %s; decoding every epoch", reason)
+    off = setting.cannot
 
     if splits.fingerprint.get("dataset") != "imagefolder":
         return None  # in-memory data: nothing to decode
@@ -169,7 +166,7 @@ def cached_splits(splits: DataSplits, mode: str, max_gb: float, cache_dir: Path,
 
         found = store.fetch(cache_key(splits.fingerprint, split), build, check, mmap=True)
         if found is None:  # the cache dir cannot be written: said once, decode as today
-            if mode == "true":
+            if setting.required:
                 log.warning("data.cache_inputs=true but %s is not writable; decoding every "
                             "epoch", cache_dir)
             return None

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset, TensorDataset
 
 from paramcorr import backbones, device, feature_cache, input_cache, strategies
+from paramcorr.config import TriState
 from paramcorr.data import DataSplits
-from paramcorr.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +68,17 @@ def wants_cache(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module,
     """freeze.cache_features: auto = where equivalent; true = must (else a one-line refusal);
     false = never. It applies to head-only phases (freeze=base, LP-FT's probe): the others
     train the backbone."""
-    mode = str(cfg.freeze.cache_features).lower()
-    if not any(phase.head_only for phase in phases) or mode == "false":
+    setting = TriState.of(cfg, "freeze.cache_features", "feature cache",
+                          "train through the backbone", "training through the backbone", log)
+    if not any(phase.head_only for phase in phases) or not setting.wanted:
         return False
-
-    def off(reason: str) -> bool:
-        if mode == "true":
-            raise UserError(f"freeze.cache_features=true but {reason}; set "
-                            "freeze.cache_features=auto (or false) to train through the backbone")
-        log.info("feature cache off: %s", reason)
-        return False
-
     if splits.augmented:
-        return off("data.augment=true changes the inputs every epoch")
+        return setting.cannot("data.augment=true changes the inputs every epoch")
     sample = splits.train_eval[0][0].unsqueeze(0)
     model.eval()
     if not feature_cache.head_is_separable(model, sample):
-        return off(f"{cfg.model.name}'s output is not its classifier applied to its pooled "
-                   "features")
+        return setting.cannot(f"{cfg.model.name}'s output is not its classifier applied to "
+                              "its pooled features")
     return True
 
 
@@ -93,11 +86,12 @@ def cached_inputs(cfg: DictConfig, model: torch.nn.Module, splits: DataSplits, f
                   ) -> tuple[DataSplits, torch.nn.Module | None, dict[str, Any] | None]:
     """The splits from the decoded-input cache (data.cache_inputs) where it is used, the
     module that turns its uint8 batches into the model's input, and the cache entry used."""
-    mode = str(cfg.data.cache_inputs).lower()
-    if mode == "false" or (features and mode == "auto"):
-        return splits, None, None  # off, or nothing to gain: the head trains on features
+    setting = TriState.of(cfg, "data.cache_inputs", "input cache", "decode every epoch",
+                          "decoding every epoch", input_cache.log)
+    if not setting.decide(auto=not features):
+        return splits, None, None  # off, or (auto) nothing to gain: the head trains on features
     input_size = tuple(backbones.data_config(model, cfg.data.image_size)["input_size"])
-    served = input_cache.cached_splits(splits, mode, cfg.data.cache_max_gb,
+    served = input_cache.cached_splits(splits, setting, cfg.data.cache_max_gb,
                                        Path(cfg.paths.cache_dir) / "inputs", input_size,
                                        cfg.data.num_workers)
     if served is None:

@@ -27,6 +27,9 @@ class StrategyTerms:
     # Only the classifier trains (the backbone is not fine-tuned): its features can be cached,
     # and the analysis counts it as not fine-tuned.
     head_only: bool = False
+    # Its runs at several depths form one dose-response (trainable parameters grow as fewer
+    # stages are frozen): the analysis draws them per architecture (plots.partial_plot).
+    dose_response: bool = False
 
 
 # Display order: the study's two, the depth sweep, then parameter-efficient ones by how much
@@ -34,7 +37,8 @@ class StrategyTerms:
 STRATEGY_TERMS: tuple[StrategyTerms, ...] = (
     StrategyTerms("base", "frozen base", "o", head_only=True),
     StrategyTerms("none", "full fine-tuning", "^"),
-    StrategyTerms("partial", "partial freezing", "s", (("frozen_stages", "stages"),)),
+    StrategyTerms("partial", "partial freezing", "s", (("frozen_stages", "stages"),),
+                  dose_response=True),
     StrategyTerms("bitfit", "BitFit (biases)", "D"),
     StrategyTerms("norm", "normalization layers", "v"),
     StrategyTerms("lora", "LoRA", "P",
@@ -47,6 +51,7 @@ STRATEGY_TERMS: tuple[StrategyTerms, ...] = (
 TERMS: dict[str, StrategyTerms] = {t.name: t for t in STRATEGY_TERMS}
 STRATEGY_ORDER: tuple[str, ...] = tuple(TERMS)
 HEAD_ONLY: frozenset[str] = frozenset(t.name for t in STRATEGY_TERMS if t.head_only)
+DOSE_RESPONSE: frozenset[str] = frozenset(t.name for t in STRATEGY_TERMS if t.dose_response)
 # A marker for a strategy this vocabulary does not know (an older or foreign record).
 UNKNOWN_MARKER = "o"
 

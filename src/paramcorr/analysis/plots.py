@@ -43,7 +43,7 @@ from paramcorr.analysis.vocab import (
     used_mask,
 )
 from paramcorr.record import Status
-from paramcorr.strategy_names import STRATEGY_TERMS
+from paramcorr.strategy_names import DOSE_RESPONSE, STRATEGY_TERMS
 
 # Writing a PDF subsets its TrueType (Type 42) fonts through fontTools, which logs every
 # table it prunes or subsets at INFO ("glyf pruned", "hmtx subsetted"): under Hydra's INFO
@@ -377,12 +377,13 @@ def heatmap_plot(corr: pd.DataFrame, metrics: list[str], path: Path) -> Path | N
 
 
 def partial_plot(runs: pd.DataFrame, metric: str, colours: dict, path: Path) -> Path | None:
-    """Per architecture with partial runs: mean ``metric`` (± SD over seeds) vs trainable."""
+    """Per architecture with dose-response runs (partial freezing at several depths): mean
+    ``metric`` (± SD over seeds) vs trainable."""
     if "freeze" not in runs or metric not in runs or "model" not in runs:
         return None
     used = runs[used_mask(runs) & plottable(runs[metric].to_numpy(float))
                 & (runs["params_trainable"].astype(float) > 0).to_numpy()]
-    models = sorted(used.loc[used["freeze"] == "partial", "model"].dropna().unique())
+    models = sorted(used.loc[used["freeze"].isin(DOSE_RESPONSE), "model"].dropna().unique())
     if not models:
         return None
     data = used[used["model"].isin(models)]

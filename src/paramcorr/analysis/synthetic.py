@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from paramcorr.record import METRIC_KEYS, Status
+from paramcorr.strategy_names import HEAD_ONLY
 
 N_CLASSES = 5
 N_TEST = 180  # accuracies are multiples of 1/N_TEST, as on a real test split
@@ -45,7 +46,7 @@ def make_record(model: str = "resnet50", freeze: str = "base", optimizer: str = 
     head = width * N_CLASSES + N_CLASSES
     total = total if total is not None else backbone + head
     if trainable is None:
-        trainable = head if freeze == "base" else total
+        trainable = head if freeze in HEAD_ONLY else total
     return {
         "schema": 1, "status": status,
         "error": None if status != Status.FAILED else "RuntimeError: synthetic failure",
@@ -107,8 +108,8 @@ def synthetic_records(n_runs: int = 144, models: tuple[str, ...] = tuple(MODELS)
         backbone, width, quality = MODELS[model]
         head = width * N_CLASSES + N_CLASSES
         total = backbone + head
-        frac = {"base": 0.0, "none": 1.0}.get(freeze, 1.0 - 0.2 * (stages or 0))
-        trainable = head if freeze == "base" else int(head + frac * backbone)
+        frac = 0.0 if freeze in HEAD_ONLY else 1.0 - 0.2 * (stages or 0)
+        trainable = head if freeze in HEAD_ONLY else int(head + frac * backbone)
         status = Status.COMPLETED
         u = rng.random()
         metrics = _metrics(rng, quality, freeze, frac, optimizer, lr)
@@ -192,7 +193,7 @@ def truth_runs(test_slope: dict | float = 0.0, gen_slope: dict | float = 0.0,
     optimizer, lr = grid[:, 3], grid[:, 4].astype(float)
     head = np.array([MODELS[m][1] * N_CLASSES + N_CLASSES for m in model])
     total = np.array([MODELS[m][0] for m in model]) + head
-    trainable = np.where(freeze == "base", head, total)
+    trainable = np.where(np.isin(freeze, list(HEAD_ONLY)), head, total)
     x = np.log10(trainable)
     cfg = {}
     arch = pd.factorize(pd.Series([f"{s}|{m}|{f}" for s, m, f in zip(sweep, model, freeze,

@@ -273,50 +273,48 @@ class PathsConfig:
 
 
 @dataclass
-class TrainConfig:
-    # Sweep name: multiruns write to outputs/multirun/<name>/..., so re-running a sweep finds
-    # its finished jobs.
-    name: str = "default"
+class RunSettings:
+    """What a train job and pretraining (a job per backbone) both read: each default once."""
+
     seed: int = 0
     # The study's learning-rate axis (lr=1e-2, 1e-3, 1e-4); feeds optimizer.lr.
     lr: float = 1e-3
     # Re-raise errors instead of writing a `failed` record (for debugging one run).
     strict: bool = False
-    # Which weights are evaluated: the last epoch's, or the best by validation accuracy.
-    eval_weights: EvalWeights = EvalWeights.last
-    # Also save the fine-tuned model as <job dir>/model.safetensors (timm-compatible).
-    save_weights: bool = False
     # None: channels_last memory format on GPU runs only.
     channels_last: bool | None = None
     compile: bool = False
-    # The metric a job returns to Hydra's sweeper (what an optimising sweeper tunes on).
-    optimized_metric: str = "val_acc"
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = MISSING
     optimizer: Any = MISSING
-    freeze: FreezeConfig = field(default_factory=FreezeConfig)
     # lightning.Trainer arguments: the trainer group sets a few, any other can be added
     # (an open node, see schema()); validate_trainer refuses names Trainer does not take.
     trainer: dict[str, Any] = field(default_factory=dict)
-    logger: Any = None
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 @dataclass
-class PretrainConfig:
+class TrainConfig(RunSettings):
+    # Sweep name: multiruns write to outputs/multirun/<name>/..., so re-running a sweep finds
+    # its finished jobs.
+    name: str = "default"
+    # Which weights are evaluated: the last epoch's, or the best by validation accuracy.
+    eval_weights: EvalWeights = EvalWeights.last
+    # Also save the fine-tuned model as <job dir>/model.safetensors (timm-compatible).
+    save_weights: bool = False
+    # The metric a job returns to Hydra's sweeper (what an optimising sweeper tunes on).
+    optimized_metric: str = "val_acc"
+    model: ModelConfig = MISSING
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    logger: Any = None
+
+
+@dataclass
+class PretrainConfig(RunSettings):
+    """The :class:`RunSettings` its jobs read (paramcorr.pretraining), and what to pretrain
+    where. Only keys it reads belong here: one accepted but ignored would be a silent no-op
+    (struct mode refuses it)."""
+
     models: list[str] = MISSING
-    seed: int = 0
-    lr: float = 1e-3
-    strict: bool = False
-    # Read by the job each backbone is pretrained in (paramcorr.pretraining), as in
-    # TrainConfig: None = channels_last on GPU runs only. Only keys the job reads belong
-    # here: one accepted but ignored would be a silent no-op (struct mode refuses it).
-    channels_last: bool | None = None
-    compile: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
-    optimizer: Any = MISSING
-    trainer: dict[str, Any] = field(default_factory=dict)
-    paths: PathsConfig = field(default_factory=PathsConfig)
     out_dir: str = MISSING
     overwrite: bool = False
 

@@ -16,6 +16,7 @@ checkpoint holds exactly the tensors that train job saves.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -28,7 +29,7 @@ from safetensors.torch import load_file
 
 from paramcorr import backbones
 from paramcorr.atomic import writing_to
-from paramcorr.config import TrainConfig, schema, validate
+from paramcorr.config import RunSettings, TrainConfig, schema, validate
 from paramcorr.data import class_names
 from paramcorr.errors import UserError
 from paramcorr.job import run_job, validation_missing
@@ -37,8 +38,7 @@ from paramcorr.record import NotRun, RunRecord, Status
 log = logging.getLogger(__name__)
 
 # The pretraining config's keys that mean the same in a train config, passed on as they are.
-SHARED_KEYS = ("seed", "lr", "strict", "channels_last", "compile", "data", "optimizer",
-               "trainer", "paths")
+SHARED_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
 
 
 def checkpoint_path(out_dir: str | Path, model_name: str) -> Path:

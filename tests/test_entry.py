@@ -17,8 +17,8 @@ def test_objects_frozen_between_jobs_are_handed_back_at_exit():
     # atexit runs last-registered first: this reads the count after entry's own handler ran.
     code = ("import atexit, gc\n"
             "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count()))\n"
-            "from paramcorr.entry import _collect_between_jobs\n"
-            "_collect_between_jobs()\n"
+            "from paramcorr.long_lived import freeze_until_exit\n"
+            "freeze_until_exit()\n"
             "print('frozen after a job:', gc.get_freeze_count())\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

@@ -4,7 +4,7 @@ Process-wide settings live here, where a reader of the entry point sees them:
 - the OmegaConf resolvers the config tree uses (registered on import, so that every process
   that resolves a sweep's paths has them: the launching one and each launcher worker, which
   imports this module to unpickle the task function);
-- garbage-collector freezing between the jobs of a sweep (:func:`_collect_between_jobs`).
+- garbage-collector freezing after a sweep's first job (:mod:`paramcorr.long_lived`).
 
 The job and pretraining modules are imported inside the tasks, deliberately: they load
 torch, Lightning and timm (seconds), and the scripts import this module before Hydra
@@ -13,9 +13,7 @@ composes the config, so a typo on the command line is answered without loading t
 
 from __future__ import annotations
 
-import atexit
 import functools
-import gc
 import logging
 import signal
 import sys
@@ -34,6 +32,7 @@ from paramcorr.config import refuse_unknown_appended_keys, register_schemas
 from paramcorr.errors import UserError
 from paramcorr.inputs import sweep_segment
 from paramcorr.job_dirs import job_dirname, job_subdir
+from paramcorr.long_lived import freeze_until_exit
 from paramcorr.record import RESULT_NEUTRAL_KEYS, NotRun, Status
 
 log = logging.getLogger(__name__)
@@ -83,30 +82,6 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path,
     return cfg
 
 
-_long_lived_frozen = False
-
-
-def _collect_between_jobs() -> None:
-    """After the first job, freeze what survived it out of later garbage collections.
-
-    A full collection scans every object of torch, timm and Lightning and costs a few tenths
-    of a second, as much as a whole cached job. What survived the first job's collection is
-    long-lived (modules, caches), so ``gc.freeze()`` (process-wide, set once) moves it out of
-    later collections, which then scan only what later jobs create.
-
-    The frozen objects are handed back to the collector at exit (``gc.unfreeze`` at exit):
-    extension modules that check for leaks at interpreter shutdown (triton's nanobind
-    bindings, which torch._dynamo loads through torchvision) otherwise report everything
-    frozen as leaked, about 30 lines on stderr after the one-line error a user should see.
-    """
-    global _long_lived_frozen
-    if not _long_lived_frozen:
-        gc.collect()
-        gc.freeze()
-        atexit.register(gc.unfreeze)
-        _long_lived_frozen = True
-
-
 def quiet_log_files() -> None:
     """A log file that cannot be written (full disk, quota) drops the line, without the
     ``--- Logging error ---`` traceback per line: the job says its output trouble in one line.
@@ -146,7 +121,7 @@ def train_task(cfg: DictConfig) -> float | None:
         return None
     finally:
         if not single:  # a single run has no later job to speed up
-            _collect_between_jobs()
+            freeze_until_exit()
     record = result.record if isinstance(result, NotRun) else result
     if record is None:
         return None

@@ -30,6 +30,7 @@ from paramcorr.analysis.report import ReportInputs, write_report
 from paramcorr.analysis.summaries import summarize
 from paramcorr.analysis.tables import divergence_table, paper_table, seed_spread
 from paramcorr.analysis.vocab import CORR_COLUMNS
+from paramcorr.long_lived import frozen_during
 from paramcorr.record import Status
 
 __all__ = ["AnalysisResult", "NoRecordsError", "OutDirError", "run_analysis"]
@@ -89,8 +90,10 @@ def run_analysis(sweep_dirs: list[Path], out_dir: Path | None = None, n_boot: in
     (exploratory) rows too; ``claim_c_lr``: the Adam learning rate claim c tests.
     """
     # The fits are many small least-squares problems: threaded BLAS only adds contention
-    # (10x slower on a busy 2-core machine), so BLAS runs single-threaded here.
-    with threadpool_limits(limits=1, user_api="blas"):
+    # (10x slower on a busy 2-core machine), so BLAS runs single-threaded here. The imported
+    # libraries' objects are left out of the collections the analysis triggers (they were a
+    # tenth of its time at 10,000 records).
+    with threadpool_limits(limits=1, user_api="blas"), frozen_during():
         return _run(sweep_dirs, out_dir, n_boot, seed, run_cis, claim_c_lr)
 
 

@@ -1,5 +1,5 @@
-"""Ctrl-C on a sweep: one line with how far it got and how to resume; a resumed job keeps
-the interrupted attempt's logs."""
+"""Ctrl-C or SIGTERM (Slurm's time limit, scancel) on a sweep: one line with how far it got
+and how to resume; a resumed job keeps the interrupted attempt's logs."""
 
 from __future__ import annotations
 
@@ -37,9 +37,31 @@ def test_an_interrupted_attempts_csv_log_is_kept(tmp_path):
     assert (tmp_path / "csv.attempt-1" / "metrics.csv").read_text() == "epoch,val_acc\n0,0.5\n"
 
 
+@pytest.mark.parametrize(("signum", "word"), [(signal.SIGINT, "interrupted"),
+                                             (signal.SIGTERM, "terminated")])
+def test_a_signal_before_any_job_is_one_line_and_the_shells_exit_status(signum, word):
+    """Outside a sweep (or before its first job) nothing was recorded: the line says so. The
+    status is 128 + the signal's number, as a shell reports a process the signal ended."""
+    code = ("import os, time\n"
+            "from paramcorr.entry import run_cli\n"
+            "def main():\n"
+            f"    os.kill(os.getpid(), {int(signum)})\n"
+            "    time.sleep(30)\n"
+            "run_cli(main)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 128 + signum, done.stderr
+    assert done.stderr.splitlines() == [f"{word}: the run did not finish and wrote no record; "
+                                        "run the same command again to start it over"]
+
+
 @pytest.mark.slow
-def test_ctrl_c_says_how_many_jobs_finished_and_the_same_command_resumes(tmp_path):
-    args = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *TINY, "name=ctrlc",
+@pytest.mark.parametrize(("signum", "word"), [(signal.SIGINT, "interrupted"),
+                                             (signal.SIGTERM, "terminated")])
+def test_a_stopped_sweep_says_how_many_jobs_finished_and_the_same_command_resumes(
+        tmp_path, signum, word):
+    """Ctrl-C, or the SIGTERM of Slurm's time limit, during a job's training."""
+    args = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *TINY, "name=stopped",
             "seed=0,1,2,3,4,5", "trainer.max_epochs=3",
             # one configuration of the smoke grid, six seeds: six jobs
             "hydra.sweeper.params.model=test_resnet", "hydra.sweeper.params.freeze=none",
@@ -47,18 +69,19 @@ def test_ctrl_c_says_how_many_jobs_finished_and_the_same_command_resumes(tmp_pat
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    sweep = tmp_path / "multirun" / "ctrlc"
+    sweep = tmp_path / "multirun" / "stopped"
     deadline = time.monotonic() + 300
     while not list(sweep.rglob("result.json")) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)  # into the next job's training
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 128 + signum, err[-2000:]
     done = len(list(sweep.rglob("result.json")))
+    assert 1 <= done < 6
     # (a native library may add its own notes at interpreter exit, after ours)
-    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
-    assert lines == [(f"interrupted: {done} of 6 jobs finished (records under {sweep}); re-run "
+    lines = [line for line in err.splitlines() if line.startswith(word)]
+    assert lines == [(f"{word}: {done} of 6 jobs finished (records under {sweep}); re-run "
                     "the same command to resume: finished jobs are skipped")]
     assert "Traceback" not in err
     again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,

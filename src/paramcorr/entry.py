@@ -173,28 +173,38 @@ def _is_config_group(name: str) -> bool:
     return (CONFIG_DIR / name).is_dir()
 
 
+# The signals that stop a run early, each with the word its one line starts with: Ctrl-C,
+# and the SIGTERM that Slurm (time limit, scancel, preemption), systemd and kill send. The
+# exit status is the shell's for a process a signal ended, 128 + the signal's number.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run a script's Hydra ``main``; Ctrl-C ends it with one line and exit code 130.
+    """Run a script's Hydra ``main``; Ctrl-C or SIGTERM ends it with one line and exit code
+    128 + the signal's number (130, 143).
 
     Lightning answers an interrupt inside ``fit`` by exiting with status 1 and Hydra adds
     nothing, so the line is printed here: how many jobs of the sweep finished and that the
-    same command resumes it. The SIGINT handler only notes the interrupt and then does what
-    Python does (raise KeyboardInterrupt), so Lightning's own shutdown still runs.
+    same command resumes it. The handler only notes the signal and then does what Python
+    does on Ctrl-C (raise KeyboardInterrupt), so Lightning's own shutdown still runs; during
+    ``fit`` Lightning calls it after its own SIGTERM notifier. Without it SIGTERM would end
+    the process at once between jobs, and inside ``fit`` without a word.
     """
-    interrupted = False
+    received: list[int] = []
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        nonlocal interrupted
-        interrupted = True
+    def on_stop(signum: int, frame: Any) -> None:
+        received.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_stop)
     try:
         main()
     except (KeyboardInterrupt, SystemExit) as err:
-        if not (interrupted or isinstance(err, KeyboardInterrupt)):
+        if not (received or isinstance(err, KeyboardInterrupt)):
             raise
         from paramcorr.sweep import interrupt_message
 
-        print(interrupt_message(), file=sys.stderr)
-        sys.exit(130)
+        signum = received[0] if received else signal.SIGINT
+        print(interrupt_message(STOP_SIGNALS[signum]), file=sys.stderr)
+        sys.exit(128 + signum)

@@ -103,14 +103,15 @@ class OutputCheck(Callback):
 _launched: dict[str, Any] = {}
 
 
-def interrupt_message() -> str:
-    """One line for Ctrl-C: how far the sweep got, and that the same command resumes it."""
+def interrupt_message(stopped: str = "interrupted") -> str:
+    """One line for a stopped sweep (``stopped``: what stopped it, e.g. "interrupted" for
+    Ctrl-C): how far the sweep got, and that the same command resumes it."""
     if not _launched:
-        return ("interrupted: the run did not finish and wrote no record; run the same "
+        return (f"{stopped}: the run did not finish and wrote no record; run the same "
                 "command again to start it over")
     sweep_dir = Path(_launched["dir"])
     done = _finished_records(sweep_dir) if sweep_dir.is_dir() else 0
-    return (f"interrupted: {done} of {_launched['total']} jobs finished (records under "
+    return (f"{stopped}: {done} of {_launched['total']} jobs finished (records under "
             f"{sweep_dir}); re-run the same command to resume: finished jobs are skipped")
 
 

@@ -103,9 +103,9 @@ class OutputCheck(Callback):
 _launched: dict[str, Any] = {}
 
 
-def interrupt_message(stopped: str = "interrupted") -> str:
-    """One line for a stopped sweep (``stopped``: what stopped it, e.g. "interrupted" for
-    Ctrl-C): how far the sweep got, and that the same command resumes it."""
+def interrupt_message(stopped: str) -> str:
+    """One line for a stopped sweep (``stopped``: the word for what stopped it, from
+    ``entry.STOP_SIGNALS``): how far the sweep got, and that the same command resumes it."""
     if not _launched:
         return (f"{stopped}: the run did not finish and wrote no record; run the same "
                 "command again to start it over")
